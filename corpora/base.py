@@ -1,0 +1,116 @@
+"""The CorpusReader interface, the registry of readers and detection of a folder's format."""
+from __future__ import annotations
+
+import logging
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rag.types import Problem, Record
+
+log = logging.getLogger(__name__)
+
+READERS: dict[str, type[CorpusReader]] = {}
+
+
+def register_reader(name: str):
+    """Class decorator: make a reader available by name to detection and `--format`."""
+
+    def wrap(cls: type[CorpusReader]) -> type[CorpusReader]:
+        cls.name = name
+        READERS[name] = cls
+        return cls
+
+    return wrap
+
+
+class CorpusError(ValueError):
+    """A corpus folder that cannot be read at all; the message says what to do."""
+
+
+class CorpusReader(ABC):
+    """Turns one on-disk format into Records.
+
+    `detect` looks at the folder's content (never only its name); `read` yields Records and,
+    for every file it cannot use, a Problem, so that one bad file never stops a build.
+    """
+
+    name = "base"
+    priority = 50  # detection order: more specific formats have a lower number
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root).resolve()
+
+    @classmethod
+    @abstractmethod
+    def detect(cls, root: Path) -> bool:
+        """True when the folder holds this format."""
+
+    @abstractmethod
+    def read(self) -> Iterator[Record | Problem]:
+        """Yield the corpus's Records, and a Problem for each file that could not be used."""
+
+
+@dataclass
+class Corpus:
+    """One or more detected parts of a corpus folder."""
+
+    root: Path
+    readers: list[CorpusReader] = field(default_factory=list)
+
+    @property
+    def formats(self) -> list[str]:
+        return [f"{r.name}:{r.root.relative_to(self.root) if r.root != self.root else '.'}"
+                for r in self.readers]
+
+    def read(self) -> Iterator[Record | Problem]:
+        for reader in self.readers:
+            log.info("reading %s as %s", reader.root, reader.name)
+            yield from reader.read()
+
+
+def _detect_one(folder: Path) -> type[CorpusReader] | None:
+    for cls in sorted(READERS.values(), key=lambda c: c.priority):
+        try:
+            if cls.detect(folder):
+                return cls
+        except OSError as err:
+            log.warning("detecting %s in %s failed: %s", cls.name, folder, err)
+    return None
+
+
+def open_corpus(root: str | Path, fmt: str | None = None) -> Corpus:
+    """Detect the format(s) of a corpus folder and return its readers.
+
+    A folder that no reader claims is searched one level down, so a corpus may be made of
+    parts (e.g. `reports/` in Open-i XML beside `dicom/` from a PACS export).
+    """
+    import corpora.readers  # noqa: F401 - registers the built-in readers
+
+    root = Path(root).expanduser()
+    if not root.exists():
+        raise CorpusError(f"corpus folder not found: {root} (check the path; "
+                          "`python cli.py demo` builds corpora/demo)")
+    if not root.is_dir():
+        raise CorpusError(f"{root} is a file; give the folder that holds the corpus")
+    root = root.resolve()
+    if fmt:
+        if fmt not in READERS:
+            raise CorpusError(f"unknown corpus format {fmt!r}; known: {', '.join(sorted(READERS))}")
+        return Corpus(root, [READERS[fmt](root)])
+    found = _detect_one(root)
+    if found:
+        return Corpus(root, [found(root)])
+    parts = [
+        found(sub) for sub in sorted(p for p in root.iterdir() if p.is_dir())
+        if (found := _detect_one(sub))
+    ]
+    if not parts:
+        if not any(root.iterdir()):
+            raise CorpusError(f"corpus folder {root} is empty")
+        raise CorpusError(
+            f"no known corpus layout in {root}; known formats: {', '.join(sorted(READERS))}. "
+            "For your own data use the generic layout: images with a sidecar .txt/.json "
+            "report, or a manifest.jsonl (see README)")
+    return Corpus(root, parts)

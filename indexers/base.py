@@ -1,0 +1,71 @@
+"""The VectorIndex interface and its factory.
+
+A VectorIndex stores integer ids (the record store's row ids) and L2-normalised float32
+vectors, one collection per kind, and answers inner-product top-k searches. Everything
+else about a record lives in the record store (rag/store.py).
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from pathlib import Path
+
+import numpy as np
+
+BACKENDS: dict[str, type[VectorIndex]] = {}
+
+
+def register_backend(name: str):
+    def wrap(cls: type[VectorIndex]) -> type[VectorIndex]:
+        cls.name = name
+        BACKENDS[name] = cls
+        return cls
+
+    return wrap
+
+
+class VectorIndexError(RuntimeError):
+    """A vector index that cannot be opened or written; the message says what to do."""
+
+
+class VectorIndex(ABC):
+    """One backend's vectors for one index folder, with a collection per kind."""
+
+    name = "base"
+
+    def __init__(self, path: Path, dim: int):
+        self.path = Path(path)
+        self.dim = dim
+
+    @abstractmethod
+    def add(self, kind: str, ids: np.ndarray, vectors: np.ndarray) -> None:
+        """Add vectors (N, dim) float32 with int64 ids (N,) to the kind's collection."""
+
+    @abstractmethod
+    def search(self, kind: str, queries: np.ndarray, k: int,
+               allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k by inner product for queries (Q, dim): (scores (Q, k), ids (Q, k)).
+
+        Missing results are padded with score -inf and id -1. `allowed`, when given, restricts
+        the search to those ids (metadata filters resolved by the record store).
+        """
+
+    @abstractmethod
+    def count(self, kind: str) -> int:
+        """Number of vectors in the kind's collection (0 when it does not exist)."""
+
+    @abstractmethod
+    def save(self) -> None:
+        """Write everything to `path` so that `open_index` can load it again."""
+
+    def close(self) -> None:
+        """Release files and locks."""
+
+
+def open_index(backend: str, path: str | Path, dim: int) -> VectorIndex:
+    """Open (or create) the named backend's index under `path`."""
+    import indexers.faiss_index  # noqa: F401 - registers "faiss"
+    import indexers.qdrant_index  # noqa: F401 - registers "qdrant"
+
+    if backend not in BACKENDS:
+        raise VectorIndexError(f"unknown index backend {backend!r}; choose from {', '.join(BACKENDS)}")
+    return BACKENDS[backend](Path(path), dim)

@@ -1,0 +1,126 @@
+"""The record store: every Record of an index in SQLite, with an FTS5 index for lexical search.
+
+Vector indexes hold only the integer row ids; this store maps them back to Records.
+"""
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+from rag.types import Record
+
+_COLUMNS = ("id", "kind", "modality", "body_part", "domain", "lang", "text", "image", "study",
+            "source", "license", "meta", "root")
+FILTER_FIELDS = ("kind", "modality", "body_part", "domain", "lang", "source")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS records (
+    rowid INTEGER PRIMARY KEY,
+    id TEXT UNIQUE NOT NULL, kind TEXT NOT NULL, modality TEXT, body_part TEXT, domain TEXT,
+    lang TEXT, text TEXT, image TEXT, study TEXT, source TEXT, license TEXT, meta TEXT, root TEXT
+);
+CREATE INDEX IF NOT EXISTS records_kind ON records(kind, domain, lang);
+CREATE INDEX IF NOT EXISTS records_study ON records(study);
+CREATE VIRTUAL TABLE IF NOT EXISTS records_fts USING fts5(text, content='records',
+    content_rowid='rowid', tokenize='trigram');
+"""
+
+
+class RecordStore:
+    def __init__(self, path: str | Path, readonly: bool = False):
+        self.path = Path(path)
+        uri = f"file:{self.path}?mode=ro" if readonly else f"file:{self.path}"
+        if readonly and not self.path.exists():
+            raise FileNotFoundError(f"record store not found: {self.path}")
+        self.db = sqlite3.connect(uri, uri=True, check_same_thread=False)
+        if not readonly:
+            self.db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        self.db.close()
+
+    def add(self, records: Sequence[Record]) -> list[int]:
+        """Insert records (replacing any with the same id); returns their row ids."""
+        rows = []
+        for rec in records:
+            values = [getattr(rec, c) for c in _COLUMNS]
+            values[_COLUMNS.index("meta")] = json.dumps(rec.meta, ensure_ascii=False)
+            rows.append(values)
+        cur = self.db.cursor()
+        ids = []
+        for values in rows:
+            cur.execute(f"INSERT OR REPLACE INTO records ({','.join(_COLUMNS)}) "
+                        f"VALUES ({','.join('?' * len(_COLUMNS))})", values)
+            rowid = cur.lastrowid
+            cur.execute("INSERT INTO records_fts(rowid, text) VALUES (?, ?)",
+                        (rowid, values[_COLUMNS.index("text")] or ""))
+            ids.append(rowid)
+        self.db.commit()
+        return ids
+
+    def get(self, rowids: Iterable[int]) -> dict[int, Record]:
+        wanted = [int(i) for i in rowids if int(i) >= 0]
+        found: dict[int, Record] = {}
+        for start in range(0, len(wanted), 500):
+            chunk = wanted[start:start + 500]
+            cur = self.db.execute(
+                f"SELECT rowid, {','.join(_COLUMNS)} FROM records "
+                f"WHERE rowid IN ({','.join('?' * len(chunk))})", chunk)
+            for row in cur:
+                found[row[0]] = _to_record(row[1:])
+        return found
+
+    def by_study(self, study: str, kind: str | None = None) -> list[Record]:
+        if not study:
+            return []
+        sql = f"SELECT {','.join(_COLUMNS)} FROM records WHERE study = ?"
+        args: list[str] = [study]
+        if kind:
+            sql += " AND kind = ?"
+            args.append(kind)
+        return [_to_record(row) for row in self.db.execute(sql + " ORDER BY rowid", args)]
+
+    def ids_where(self, kind: str, filters: dict[str, str] | None = None) -> list[int]:
+        """Row ids of a kind that match every filter (exact match on FILTER_FIELDS)."""
+        sql, args = "SELECT rowid FROM records WHERE kind = ?", [kind]
+        for name, value in (filters or {}).items():
+            if name not in FILTER_FIELDS:
+                raise ValueError(f"cannot filter on {name!r}; filters: {', '.join(FILTER_FIELDS)}")
+            sql += f" AND {name} = ?"
+            args.append(value)
+        return [row[0] for row in self.db.execute(sql, args)]
+
+    def lexical(self, text: str, kind: str, k: int,
+                allowed: set[int] | None = None) -> list[tuple[int, float]]:
+        """Full-text (trigram BM25) search within a kind: [(rowid, bm25 score)], best first."""
+        terms = [t for t in re.findall(r"\w+", text) if len(t) >= 3]
+        if not terms:
+            return []
+        match = " OR ".join('"' + t.replace('"', "") + '"' for t in terms[:32])
+        cur = self.db.execute(
+            "SELECT records_fts.rowid, -bm25(records_fts) FROM records_fts "
+            "JOIN records ON records.rowid = records_fts.rowid "
+            "WHERE records_fts MATCH ? AND records.kind = ? ORDER BY bm25(records_fts) LIMIT ?",
+            (match, kind, k * 4 if allowed is not None else k))
+        hits = [(rowid, score) for rowid, score in cur if allowed is None or rowid in allowed]
+        return hits[:k]
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        """{kind: {domain: count}} for the manifest."""
+        out: dict[str, dict[str, int]] = {}
+        for kind, domain, n in self.db.execute(
+                "SELECT kind, domain, COUNT(*) FROM records GROUP BY kind, domain"):
+            out.setdefault(kind, {})[domain or "unknown"] = n
+        return out
+
+    def __len__(self) -> int:
+        return self.db.execute("SELECT COUNT(*) FROM records").fetchone()[0]
+
+
+def _to_record(row: Sequence) -> Record:
+    data = dict(zip(_COLUMNS, row))
+    data["meta"] = json.loads(data["meta"] or "{}")
+    return Record.from_dict(data)

@@ -1,0 +1,132 @@
+"""Core types shared by every stage: Record, Problem, Query, Hit, Sentence, Report."""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+Kind = Literal["image", "report", "guideline"]
+KINDS: tuple[str, ...] = ("image", "report", "guideline")
+MODALITIES: tuple[str, ...] = (
+    "xray", "ct", "mr", "us", "pathology", "fundus", "endoscopy", "nm", "other",
+)
+
+
+def stable_id(source: str, *parts: str) -> str:
+    """A record id derived from the corpus source and a path inside it.
+
+    Never built from a patient identifier: the path parts are hashed when they are long,
+    so the id stays short and readable for the usual `source:relative/path` case.
+    """
+    tail = "/".join(p for p in parts if p)
+    if len(tail) > 80:
+        tail = hashlib.sha1(tail.encode("utf-8")).hexdigest()[:16]
+    return f"{source}:{tail}"
+
+
+@dataclass
+class Record:
+    """One indexed item: an image, a report or a guideline passage."""
+
+    id: str
+    kind: str
+    modality: str = "other"
+    body_part: str = ""
+    domain: str = ""
+    lang: str = ""
+    text: str = ""
+    image: str | None = None  # path relative to the corpus root
+    study: str = ""  # groups the images and reports of one study / case
+    source: str = ""
+    license: str = ""
+    meta: dict[str, Any] = field(default_factory=dict)
+    root: str | None = None  # corpus root the image path is relative to (not a patient field)
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"record {self.id!r}: kind must be one of {KINDS}, not {self.kind!r}")
+        if self.kind == "image" and not self.image:
+            raise ValueError(f"record {self.id!r}: an image record needs an image path")
+
+    def image_path(self) -> Path | None:
+        if not self.image:
+            return None
+        path = Path(self.image)
+        return path if path.is_absolute() or not self.root else Path(self.root) / path
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Record:
+        return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
+
+
+@dataclass
+class Problem:
+    """A file a reader or the encoder could not use: reported and counted, never fatal."""
+
+    path: str
+    reason: str
+
+
+@dataclass
+class Query:
+    image: str | None = None
+    text: str | None = None
+    lang: str = "en"
+    k: int | Literal["auto"] = 5
+    to: tuple[str, ...] = ("report",)
+    filters: dict[str, str] = field(default_factory=dict)  # modality / domain / lang / body_part
+
+    def __post_init__(self) -> None:
+        if not self.image and not (self.text and self.text.strip()):
+            raise ValueError("a query needs an image or a text")
+        bad = [kind for kind in self.to if kind not in KINDS]
+        if bad:
+            raise ValueError(f"unknown kind(s) {bad}: choose from {', '.join(KINDS)}")
+        if self.k != "auto" and (not isinstance(self.k, int) or self.k < 1):
+            raise ValueError(f"k must be a positive number or 'auto', not {self.k!r}")
+
+
+@dataclass
+class Hit:
+    record: Record
+    score: float
+    rank: int
+    backend: str
+    route: str = ""  # how it was found: e.g. "image->report", "text->report+lexical"
+    linked: list[Record] = field(default_factory=list)  # e.g. the report of an image hit's study
+
+    def to_dict(self) -> dict[str, Any]:
+        rec = self.record
+        return {
+            "id": rec.id, "score": round(float(self.score), 6), "rank": self.rank,
+            "kind": rec.kind, "domain": rec.domain, "modality": rec.modality, "lang": rec.lang,
+            "source": rec.source, "study": rec.study, "image": rec.image, "text": rec.text,
+            "license": rec.license, "backend": self.backend, "route": self.route,
+            "linked": [{"id": r.id, "kind": r.kind, "lang": r.lang, "text": r.text}
+                       for r in self.linked],
+        }
+
+
+@dataclass
+class Sentence:
+    text: str
+    cites: list[str]  # ids of the records that support the sentence
+
+
+@dataclass
+class Report:
+    lang: str
+    model: str
+    sections: dict[str, list[Sentence]] = field(default_factory=dict)  # findings, impression
+    warnings: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "lang": self.lang, "model": self.model, "warnings": list(self.warnings),
+            "sections": {name: [{"text": s.text, "cites": s.cites} for s in sents]
+                         for name, sents in self.sections.items()},
+        }
