@@ -98,6 +98,7 @@ class Hit:
     backend: str
     route: str = ""  # how it was found: e.g. "image->report", "text->report+lexical"
     linked: list[Record] = field(default_factory=list)  # e.g. the report of an image hit's study
+    cosine: float | None = None  # dense similarity when known (score may be a fused rank score)
 
     def to_dict(self) -> dict[str, Any]:
         rec = self.record
@@ -106,6 +107,7 @@ class Hit:
             "kind": rec.kind, "domain": rec.domain, "modality": rec.modality, "lang": rec.lang,
             "source": rec.source, "study": rec.study, "image": rec.image, "text": rec.text,
             "license": rec.license, "backend": self.backend, "route": self.route,
+            "cosine": None if self.cosine is None else round(float(self.cosine), 6),
             "linked": [{"id": r.id, "kind": r.kind, "lang": r.lang, "text": r.text}
                        for r in self.linked],
         }

@@ -1,0 +1,246 @@
+"""caselens command line: index a corpus, search across modalities, ask for a cited report.
+
+A thin front: it validates options, calls one function of rag.pipeline (or the demo and
+training helpers), and prints. `--json` prints one JSON document for scripts.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="caselens: bilingual multimodal retrieval and cited draft reports for "
+                       "medical images, offline.")
+train_app = typer.Typer(no_args_is_help=True, help="Train caselens models.")
+app.add_typer(train_app, name="train")
+out = Console()
+err = Console(stderr=True)
+
+KIND_NAMES = {"reports": "report", "report": "report", "images": "image", "image": "image",
+              "guidelines": "guideline", "guideline": "guideline"}
+INDEX_OPT = typer.Option(Path("indexes/default"), "--index", help="Index folder.")
+JSON_OPT = typer.Option(False, "--json", help="Print one JSON document instead of text.")
+
+
+def _errors() -> tuple[type[BaseException], ...]:
+    from corpora.base import CorpusError
+    from indexers.base import VectorIndexError
+    from rag.backbones import BackboneError
+    from rag.encoder import EncoderError
+    from rag.images import ImageError
+    from rag.manifest import ManifestError
+
+    return (CorpusError, VectorIndexError, BackboneError, EncoderError, ImageError,
+            ManifestError, ValueError, FileNotFoundError)
+
+
+def fail(message: str) -> None:
+    err.print(f"[bold red]error:[/] {message}", highlight=False)
+    raise typer.Exit(1)
+
+
+def _run(call):
+    """Run a library call; known errors become one sentence and exit code 1."""
+    try:
+        return call()
+    except _errors() as exc:
+        fail(str(exc))
+
+
+@app.callback()
+def main(verbose: bool = typer.Option(False, "-v", "--verbose", help="Log progress details.")):
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+
+
+def _progress(label: str) -> Progress:
+    return Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    console=err, transient=True)
+
+
+@app.command()
+def index(
+    corpus: Path = typer.Argument(..., help="Corpus folder (format detected from its content)."),
+    index_dir: Path = INDEX_OPT,
+    encoder: str = typer.Option("default", help="Encoder config name or path to a config JSON."),
+    backend: str = typer.Option("both", help="faiss, qdrant or both."),
+    fmt: Optional[str] = typer.Option(None, "--format", help="Force a corpus format."),
+    as_json: bool = JSON_OPT,
+):
+    """Detect the corpus format, encode images and texts, build FAISS and Qdrant indexes.
+
+    Files that cannot be read are skipped, counted and listed; the build never stops for one.
+    """
+    from rag import pipeline
+
+    backends = ("faiss", "qdrant") if backend == "both" else (backend,)
+    with _progress("encoding") as bar:
+        task = bar.add_task("encoding", total=None)
+        summary = _run(lambda: pipeline.index(
+            corpus, index_dir, encoder, backends, fmt,
+            progress=lambda done, total: bar.update(task, completed=done, total=total)))
+    if as_json:
+        out.print_json(json.dumps(summary.to_dict(), ensure_ascii=False))
+        return
+    out.print(f"index [bold]{summary.index}[/] built in {summary.seconds:.1f} s "
+              f"({', '.join(summary.backends)}) from {', '.join(summary.formats)}")
+    for kind, domains in summary.counts.items():
+        out.print(f"  {kind}: {sum(domains.values())} "
+                  f"({', '.join(f'{d} {n}' for d, n in sorted(domains.items()))})")
+    if summary.problems:
+        out.print(f"[yellow]{len(summary.problems)} file(s) skipped[/] "
+                  f"(all listed in {summary.index / 'problems.jsonl'}):")
+        for problem in summary.problems[:10]:
+            out.print(f"  {problem.path}: {problem.reason}", highlight=False)
+
+
+def _query(image: Optional[Path], text: Optional[str], lang: str, k: str, to: list[str],
+           filters: dict[str, Optional[str]]):
+    from rag.types import Query
+
+    if not image and not text:
+        fail("give an image (--image PATH) or a text (--text \"...\")")
+    if image and not image.exists():
+        fail(f"image not found: {image}")
+    kinds = []
+    for name in to:
+        if name not in KIND_NAMES:
+            fail(f"--to must be reports, images or guidelines, not {name!r}")
+        kinds.append(KIND_NAMES[name])
+    if k != "auto" and not k.isdigit():
+        fail(f"--k must be a number or 'auto', not {k!r}")
+    return _run(lambda: Query(image=str(image) if image else None, text=text, lang=lang,
+                              k="auto" if k == "auto" else int(k), to=tuple(kinds),
+                              filters={n: v for n, v in filters.items() if v}))
+
+
+def _session(index_dir: Path, encoder: Optional[str], backend: Optional[str]):
+    from rag import pipeline
+
+    return _run(lambda: pipeline.open_session(index_dir, encoder, backend))
+
+
+@app.command()
+def search(
+    image: Optional[Path] = typer.Option(None, help="Query image (PNG/JPEG/DICOM)."),
+    text: Optional[str] = typer.Option(None, help="Query text (English or Chinese)."),
+    to: list[str] = typer.Option(["reports"], help="What to find: reports, images, guidelines."),
+    k: str = typer.Option("5", help="Number of hits per kind, or 'auto' (score-gap rule)."),
+    modality: Optional[str] = typer.Option(None, help="Only this modality (xray, ct, mr...)."),
+    domain: Optional[str] = typer.Option(None, help="Only this domain (chest-xray...)."),
+    lang: Optional[str] = typer.Option(None, help="Only records in this language (en, zh)."),
+    index_dir: Path = INDEX_OPT,
+    encoder: Optional[str] = typer.Option(None, help="Encoder (default: the index's own)."),
+    backend: Optional[str] = typer.Option(None, help="faiss or qdrant (default: the first)."),
+    as_json: bool = JSON_OPT,
+):
+    """Cross-modal search: an image or a text against reports, images or guidelines."""
+    from rag import pipeline
+
+    query = _query(image, text, "en", k, to, {"modality": modality, "domain": domain,
+                                              "lang": lang})
+    session = _session(index_dir, encoder, backend)
+    try:
+        hits = _run(lambda: pipeline.search(session, query))
+    finally:
+        session.close()
+    if as_json:
+        out.print_json(json.dumps({"hits": [h.to_dict() for h in hits]}, ensure_ascii=False))
+        return
+    if not hits:
+        out.print("no hits")
+    for hit in hits:
+        rec = hit.record
+        what = rec.image if rec.kind == "image" else rec.text[:160].replace("\n", " ")
+        out.print(f"{hit.rank:>2}. {hit.score:.3f} [{rec.kind}/{rec.domain or '-'}/{rec.lang or '-'}]"
+                  f" {rec.id}  {what}", highlight=False)
+
+
+@app.command()
+def ask(
+    image: Optional[Path] = typer.Option(None, help="Image to report on (PNG/JPEG/DICOM)."),
+    text: Optional[str] = typer.Option(None, help="A question or clinical context."),
+    lang: str = typer.Option("en", help="Report language: en or zh."),
+    k: str = typer.Option("auto", help="Cases to use per kind, or 'auto'."),
+    index_dir: Path = INDEX_OPT,
+    encoder: Optional[str] = typer.Option(None, help="Encoder (default: the index's own)."),
+    backend: Optional[str] = typer.Option(None, help="faiss or qdrant (default: the first)."),
+    as_json: bool = JSON_OPT,
+):
+    """Retrieve similar cases and write a draft report citing them (English or Chinese)."""
+    from generator.composer import phrases
+    from rag import pipeline
+
+    if lang not in ("en", "zh"):
+        fail(f"--lang must be en or zh, not {lang!r}")
+    query = _query(image, text, lang, k, ["images", "reports"], {})
+    session = _session(index_dir, encoder, backend)
+    try:
+        answer = _run(lambda: pipeline.ask(session, query, lang))
+    finally:
+        session.close()
+    if as_json:
+        out.print_json(json.dumps(answer.to_dict(), ensure_ascii=False))
+        return
+    words = phrases(lang)
+    for warning in answer.report.warnings:
+        out.print(f"[yellow]! {warning}[/]", highlight=False)
+    for section, sentences in answer.report.sections.items():
+        out.print(f"[bold]{words[section]}[/]")
+        for sentence in sentences:
+            out.print(f"  {sentence.text} [dim][{', '.join(sentence.cites)}][/]", highlight=False)
+    out.print("[bold]Cases[/]")
+    for hit in answer.hits:
+        out.print(f"  {hit.rank}. {hit.score:.3f} {hit.record.kind} {hit.record.id}",
+                  highlight=False)
+
+
+@app.command()
+def demo(dest: Path = typer.Option(Path("corpora/demo"), help="Where to build the corpus.")):
+    """Build the demo corpus from registry packages: 3,955 Open-i chest X-ray reports
+    (torchxrayvision) and real DICOM images (pydicom-data)."""
+    from corpora.demo import build_demo
+
+    summary = _run(lambda: build_demo(dest))
+    out.print(f"demo corpus in [bold]{dest}[/]: {summary}")
+
+
+@train_app.command("encoder")
+def train_encoder(
+    corpora: list[Path] = typer.Argument(..., help="Corpus folders with image-report pairs."),
+    config: str = typer.Option("default", help="Encoder config whose heads are trained."),
+    heads_out: Path = typer.Option(Path("rag/model_configs/heads/default.pt"), "--out",
+                                   help="Where to write the heads (a .json manifest goes beside)."),
+    run_dir: Path = typer.Option(Path("runs/encoder"), help="Feature cache and training log."),
+    epochs: int = typer.Option(40, help="Training epochs over the cached features."),
+    seed: int = typer.Option(0, help="Random seed (split is by group hash, not by seed)."),
+    as_json: bool = JSON_OPT,
+):
+    """Stage 1: train the projection heads contrastively (symmetric InfoNCE) on the image-report
+    pairs of the given corpora, split by patient/case; prints test Recall@K before and after."""
+    from rag.training import TrainConfig, train_heads
+
+    with _progress("features") as bar:
+        task = bar.add_task("features", total=None)
+        result = _run(lambda: train_heads(
+            config, corpora, heads_out, run_dir, TrainConfig(epochs=epochs, seed=seed),
+            progress=lambda done, total: bar.update(task, completed=done, total=total)))
+    summary = {"heads": str(result.heads_path), "counts": result.counts,
+               "test_untrained": result.test_untrained, "test_trained": result.test_trained,
+               "log": str(run_dir / "train_log.jsonl")}
+    if as_json:
+        out.print_json(json.dumps(summary))
+        return
+    for key, value in summary.items():
+        out.print(f"{key}: {value}", highlight=False)
+
+
+if __name__ == "__main__":
+    app()

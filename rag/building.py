@@ -1,0 +1,145 @@
+"""Index building: read a corpus, encode in batches, write the record store, vector indexes and
+manifest into a work folder, and swap it into place only when everything is written."""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from corpora.base import CorpusError, open_corpus
+from indexers.base import open_index
+from rag.encoder import Encoder
+from rag.images import ImageError, load_image
+from rag.manifest import write_manifest
+from rag.store import RecordStore
+from rag.types import KINDS, Problem, Record
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[int, int], None]
+
+
+@dataclass
+class BuildSummary:
+    index: Path
+    formats: list[str]
+    counts: dict[str, dict[str, int]]
+    backends: list[str]
+    seconds: float
+    problems: list[Problem] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {"index": str(self.index), "formats": self.formats, "counts": self.counts,
+                "backends": self.backends, "seconds": round(self.seconds, 2),
+                "problems": [{"path": p.path, "reason": p.reason} for p in self.problems]}
+
+
+def read_records(corpus_dir: Path, fmt: str | None) -> tuple[list[Record], list[Problem], list[str]]:
+    corpus = open_corpus(corpus_dir, fmt)
+    records: list[Record] = []
+    problems: list[Problem] = []
+    seen: set[str] = set()
+    for item in corpus.read():
+        if isinstance(item, Problem):
+            problems.append(item)
+        elif item.id in seen:
+            problems.append(Problem(item.image or item.id, f"duplicate record id {item.id}"))
+        elif item.kind != "image" and not item.text.strip():
+            problems.append(Problem(item.id, "empty text"))
+        else:
+            seen.add(item.id)
+            records.append(item)
+    if not records:
+        raise CorpusError(f"no usable records in {corpus_dir} ({len(problems)} problem(s); "
+                          "run `python cli.py index` with --json to see them)")
+    return records, problems, corpus.formats
+
+
+def _encode_batch(encoder: Encoder, batch: Sequence[Record],
+                  problems: list[Problem]) -> tuple[list[Record], np.ndarray]:
+    if batch[0].kind != "image":
+        return list(batch), encoder.encode_texts([r.text for r in batch])
+    kept, images = [], []
+    for rec in batch:
+        try:
+            images.append(load_image(rec.image_path()))
+            kept.append(rec)
+        except ImageError as err:
+            problems.append(Problem(rec.image or rec.id, str(err)))
+    return kept, encoder.encode_images(images)
+
+
+def corpus_fingerprint(records: Sequence[Record]) -> str:
+    digest = hashlib.sha256()
+    for rec in sorted(records, key=lambda r: r.id):
+        digest.update(f"{rec.id}\x00{rec.text}\x00{rec.image or ''}\x01".encode("utf-8"))
+    return digest.hexdigest()
+
+
+def build_index(corpus_dir: str | Path, index_dir: str | Path, encoder: Encoder,
+                encoder_config: str, backends: Sequence[str] = ("faiss", "qdrant"),
+                fmt: str | None = None, batch_size: int = 32,
+                progress: Progress | None = None) -> BuildSummary:
+    """Build (or rebuild) the index at `index_dir`; the old index stays usable until the
+    new one is complete, and a failed build leaves nothing behind."""
+    started = time.perf_counter()
+    records, problems, formats = read_records(Path(corpus_dir), fmt)
+    index_dir = Path(index_dir)
+    index_dir.parent.mkdir(parents=True, exist_ok=True)
+    work = index_dir.parent / f".{index_dir.name}.building"
+    shutil.rmtree(work, ignore_errors=True)  # leftovers of a crashed build
+    work.mkdir()
+    try:
+        store = RecordStore(work / "records.sqlite")
+        indexes = [open_index(name, work, encoder.dim) for name in backends]
+        done = 0
+        for kind in KINDS:
+            of_kind = [r for r in records if r.kind == kind]
+            for start in range(0, len(of_kind), batch_size):
+                batch = of_kind[start:start + batch_size]
+                kept, vectors = _encode_batch(encoder, batch, problems)
+                if kept:
+                    rowids = np.asarray(store.add(kept), dtype=np.int64)
+                    for index in indexes:
+                        index.add(kind, rowids, vectors)
+                done += len(batch)
+                if progress:
+                    progress(done, len(records))
+        counts = store.counts()
+        for index in indexes:
+            index.save()
+            index.close()
+        store.close()
+        write_manifest(work, {
+            "encoder": {"name": encoder.name, "fingerprint": encoder.fingerprint,
+                        "config": encoder_config, "dim": encoder.dim},
+            "metric": "ip", "backends": list(backends), "counts": counts,
+            "corpus": {"root": str(Path(corpus_dir).resolve()), "formats": formats,
+                       "fingerprint": corpus_fingerprint(records)},
+            "problems": len(problems)})
+        with open(work / "problems.jsonl", "w", encoding="utf-8") as handle:
+            for p in problems:
+                handle.write(json.dumps({"path": p.path, "reason": p.reason}) + "\n")
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    _swap_into_place(work, index_dir)
+    return BuildSummary(index_dir, formats, counts, list(backends),
+                        time.perf_counter() - started, problems)
+
+
+def _swap_into_place(work: Path, index_dir: Path) -> None:
+    old = index_dir.parent / f".{index_dir.name}.old"
+    shutil.rmtree(old, ignore_errors=True)
+    if index_dir.exists():
+        os.replace(index_dir, old)
+    os.replace(work, index_dir)
+    shutil.rmtree(old, ignore_errors=True)

@@ -1,0 +1,70 @@
+"""Dense cross-modal retrieval over one vector backend, fused with lexical search for text."""
+from __future__ import annotations
+
+import numpy as np
+
+from indexers.base import VectorIndex
+from rag.encoder import Encoder
+from rag.images import load_image
+from rag.store import RecordStore
+from rag.types import Hit, Query
+from retrievers.base import AdaptiveK, Retriever
+
+RRF_K = 60  # reciprocal-rank-fusion constant (Cormack et al.)
+
+
+class DenseRetriever(Retriever):
+    """Encodes the query (image and/or text), searches each wanted kind, and for text queries
+    fuses the dense ranking with the record store's lexical ranking by reciprocal rank."""
+
+    def __init__(self, encoder: Encoder, store: RecordStore, index: VectorIndex,
+                 adaptive: AdaptiveK | None = None, lexical: bool = True):
+        super().__init__(store, adaptive)
+        self.encoder = encoder
+        self.index = index
+        self.lexical = lexical
+
+    def query_vector(self, query: Query) -> np.ndarray:
+        """(dim,) unit vector; an image and a text query are averaged when both are given."""
+        parts = []
+        if query.image:
+            parts.append(self.encoder.encode_images([load_image(query.image)])[0])
+        if query.text and query.text.strip():
+            parts.append(self.encoder.encode_texts([query.text.strip()])[0])
+        vector = np.mean(parts, axis=0)
+        return (vector / max(np.linalg.norm(vector), 1e-12)).astype(np.float32)
+
+    def _retrieve(self, query: Query, n: int) -> list[Hit]:
+        vector = self.query_vector(query)[None, :]  # (1, dim)
+        source = "image" if query.image else "text"
+        hits: list[Hit] = []
+        for kind in query.to:
+            allowed = None
+            if query.filters:
+                allowed = np.asarray(self.store.ids_where(kind, query.filters), dtype=np.int64)
+            scores, ids = self.index.search(kind, vector, n, allowed)
+            dense = [(int(i), float(s)) for i, s in zip(ids[0], scores[0]) if i >= 0]
+            route = f"{source}->{kind}"
+            if self.lexical and query.text and not query.image and kind != "image":
+                allowed_set = None if allowed is None else set(allowed.tolist())
+                lexical = self.store.lexical(query.text, kind, n, allowed_set)
+                ranked = _fuse(dense, lexical)
+                route += "+lexical"
+            else:
+                ranked = dense
+            records = self.store.get(i for i, _ in ranked)
+            cosine = dict(dense)
+            for rowid, score in ranked:
+                if rowid in records:
+                    hits.append(Hit(records[rowid], score, 0, self.index.name, route,
+                                    cosine=cosine.get(rowid)))
+        return hits
+
+
+def _fuse(dense: list[tuple[int, float]], lexical: list[tuple[int, float]]) -> list[tuple[int, float]]:
+    """Reciprocal rank fusion; returns ids in fused order with their fused score."""
+    fused: dict[int, float] = {}
+    for ranking in (dense, lexical):
+        for rank, (rowid, _) in enumerate(ranking):
+            fused[rowid] = fused.get(rowid, 0.0) + 1.0 / (RRF_K + rank + 1)
+    return sorted(fused.items(), key=lambda item: -item[1])
