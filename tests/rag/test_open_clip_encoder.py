@@ -1,0 +1,57 @@
+"""The open_clip backend, on a tiny architecture with random weights (no download)."""
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from rag.encoder import EncoderError, create_encoder
+
+TINY_ARCH = {
+    "embed_dim": 16,
+    "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "patch_size": 16, "head_width": 16},
+    "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
+}
+
+
+def _config(tmp_path, **extra):
+    (tmp_path / "caselens-tiny-vit.json").write_text(json.dumps(TINY_ARCH))
+    cfg = {"name": "oc-tiny", "type": "open_clip", "model": "caselens-tiny-vit",
+           "model_config": str(tmp_path / "caselens-tiny-vit.json"), "pretrained": None, **extra}
+    path = tmp_path / "encoder.json"
+    path.write_text(json.dumps(cfg))
+    return path
+
+
+def test_open_clip_tiny_architecture_encodes_images_and_texts(tmp_path):
+    enc = create_encoder(_config(tmp_path))
+    img = Image.fromarray((np.random.default_rng(0).random((40, 50, 3)) * 255).astype("uint8"))
+    assert enc.dim == 16
+    vecs = enc.encode_images([img, img])
+    txt = enc.encode_texts(["no pneumothorax"])
+    assert vecs.shape == (2, 16) and txt.shape == (1, 16)
+    np.testing.assert_allclose(np.linalg.norm(vecs, axis=1), 1, atol=1e-5)
+
+
+def test_local_weights_file_is_loaded_and_fingerprinted(tmp_path):
+    import torch
+
+    enc = create_encoder(_config(tmp_path))
+    weights = tmp_path / "weights.pt"
+    torch.save(enc.model.state_dict(), weights)
+    again = create_encoder(_config(tmp_path, pretrained=str(weights)))
+    txt = ["bilateral effusions"]
+    np.testing.assert_allclose(enc.encode_texts(txt), again.encode_texts(txt), atol=1e-5)
+    assert again.fingerprint != enc.fingerprint
+
+
+def test_missing_local_weights_is_a_clear_error(tmp_path):
+    with pytest.raises(EncoderError, match="not found"):
+        create_encoder(_config(tmp_path, pretrained=str(tmp_path / "nope.pt")))
+
+
+def test_hub_weights_offline_fail_fast_with_advice(tmp_path):
+    path = tmp_path / "hub.json"
+    path.write_text(json.dumps({"type": "open_clip", "model": "RN50", "pretrained": "openai"}))
+    with pytest.raises(EncoderError, match="local path"):
+        create_encoder(path)
