@@ -1,0 +1,110 @@
+"""The whole path on a seeded synthetic corpus with the tiny encoder: index, search, ask."""
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from rag import pipeline
+from rag.manifest import ManifestError
+from rag.types import Query
+
+FINDINGS = [
+    ("Large right pleural effusion.", "右侧大量胸腔积液。"),
+    ("Left lower lobe consolidation.", "左肺下叶实变。"),
+    ("Cardiomegaly without edema.", "心影增大，无肺水肿。"),
+]
+
+
+def make_corpus(root, n_per_class=6, seed=0, bad_image=True):
+    """Images of three visually distinct classes, each with an English and a Chinese report."""
+    rng = np.random.default_rng(seed)
+    (root / "img").mkdir(parents=True)
+    lines = []
+    for cls, (en, zh) in enumerate(FINDINGS):
+        for i in range(n_per_class):
+            arr = rng.normal(40 + 80 * cls, 10, (48, 48)).clip(0, 255).astype("uint8")
+            arr[cls * 16:(cls + 1) * 16] = 250  # a class-specific bright band
+            name = f"img/c{cls}_{i}.png"
+            Image.fromarray(arr).save(root / name)
+            study = f"c{cls}_{i}"
+            lines.append({"image": name, "text": f"Findings: {en} Impression: case {i}.",
+                          "lang": "en", "study": study, "modality": "xray",
+                          "domain": "chest-xray"})
+            lines.append({"text": zh, "lang": "zh", "study": study, "modality": "xray",
+                          "domain": "chest-xray"})
+    if bad_image:
+        (root / "img" / "broken.png").write_bytes(b"not a png")
+        lines.append({"image": "img/broken.png", "study": "broken"})
+    (root / "manifest.jsonl").write_text(
+        "\n".join(json.dumps(line, ensure_ascii=False) for line in lines), encoding="utf-8")
+    return root
+
+
+@pytest.fixture
+def built(tmp_path):
+    corpus = make_corpus(tmp_path / "corpus")
+    summary = pipeline.index(corpus, tmp_path / "index", encoder="tiny")
+    return corpus, tmp_path / "index", summary
+
+
+def test_index_builds_both_backends_and_reports_the_bad_file(built):
+    corpus, index_dir, summary = built
+    assert summary.counts["image"]["chest-xray"] == 18
+    assert sum(summary.counts["report"].values()) == 36
+    assert any("broken.png" in p.path for p in summary.problems)
+    manifest = json.loads((index_dir / "manifest.json").read_text())
+    assert manifest["backends"] == ["faiss", "qdrant"]
+    assert manifest["encoder"]["config"] == "tiny" and manifest["problems"] >= 1
+    assert (index_dir / "faiss" / "image.index").exists() and (index_dir / "qdrant").is_dir()
+    assert not list(index_dir.parent.glob(".index.*"))  # no work folder left behind
+
+
+@pytest.mark.parametrize("backend", ["faiss", "qdrant"])
+def test_image_query_finds_its_own_image_first_and_brings_the_report(built, backend):
+    corpus, index_dir, _ = built
+    session = pipeline.open_session(index_dir, backend=backend)
+    try:
+        hits = pipeline.search(session, Query(image=str(corpus / "img/c1_2.png"), to=("image",)))
+        assert hits[0].record.image == "img/c1_2.png" and hits[0].score > 0.99
+        assert hits[0].backend == backend
+        assert {r.lang for r in hits[0].linked} == {"en", "zh"}
+        text_hits = pipeline.search(session, Query(text="consolidation", to=("report",), k=3,
+                                                   filters={"lang": "en"}))
+        assert text_hits and all(h.record.lang == "en" for h in text_hits)
+        assert "consolidation" in text_hits[0].record.text
+    finally:
+        session.close()
+
+
+def test_ask_writes_cited_chinese_report(built):
+    corpus, index_dir, _ = built
+    session = pipeline.open_session(index_dir)
+    try:
+        answer = pipeline.ask(session, Query(image=str(corpus / "img/c0_1.png"), lang="zh"), "zh")
+    finally:
+        session.close()
+    ids = {h.record.id for h in answer.hits} | {r.id for h in answer.hits for r in h.linked}
+    sentences = answer.report.sections["findings"]
+    assert sentences and all(s.cites and set(s.cites) <= ids for s in sentences)
+    assert any("胸腔积液" in s.text for s in sentences)
+    json.dumps(answer.to_dict(), ensure_ascii=False)
+
+
+def test_index_built_with_another_encoder_is_refused(built, tmp_path):
+    _, index_dir, _ = built
+    manifest = json.loads((index_dir / "manifest.json").read_text())
+    manifest["encoder"]["fingerprint"] = "someone-else@0000"
+    (index_dir / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ManifestError, match="rebuild the index"):
+        pipeline.open_session(index_dir)
+
+
+def test_failed_rebuild_keeps_the_old_index(built, tmp_path):
+    _, index_dir, _ = built
+    before = (index_dir / "manifest.json").read_text()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(Exception, match="empty"):
+        pipeline.index(empty, index_dir, encoder="tiny")
+    assert (index_dir / "manifest.json").read_text() == before
