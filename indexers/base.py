@@ -28,7 +28,11 @@ class VectorIndexError(RuntimeError):
 
 
 class VectorIndex(ABC):
-    """One backend's vectors for one index folder, with a collection per kind."""
+    """One backend's vectors for one index folder, with a collection per kind.
+
+    Every backend keeps the same contract (tests/indexers/test_contract.py checks it against
+    brute force): invalid input raises VectorIndexError, never a backend's own exception.
+    """
 
     name = "base"
 
@@ -38,15 +42,22 @@ class VectorIndex(ABC):
 
     @abstractmethod
     def add(self, kind: str, ids: np.ndarray, vectors: np.ndarray) -> None:
-        """Add vectors (N, dim) float32 with int64 ids (N,) to the kind's collection."""
+        """Add vectors (N, dim) float32 with int64 ids (N,) to the kind's collection.
+
+        Other numeric dtypes are converted. Ids must be >= 0 and distinct within one call; an
+        id already present has its vector replaced. `kind` is a lower-case name ([a-z][a-z0-9_]*).
+        Raises VectorIndexError for a wrong shape or dim, NaN, or bad ids, adding nothing.
+        """
 
     @abstractmethod
     def search(self, kind: str, queries: np.ndarray, k: int,
                allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Top-k by inner product for queries (Q, dim): (scores (Q, k), ids (Q, k)).
 
-        Missing results are padded with score -inf and id -1. `allowed`, when given, restricts
-        the search to those ids (metadata filters resolved by the record store).
+        Scores are float32, ids int64, best first. Missing results are padded with score -inf
+        and id -1, so a kind with no collection, or an empty `allowed`, gives all padding.
+        `allowed`, when given, restricts the search to those ids (metadata filters resolved
+        by the record store). Raises VectorIndexError for queries of the wrong dim or k < 0.
         """
 
     @abstractmethod
@@ -55,10 +66,14 @@ class VectorIndex(ABC):
 
     @abstractmethod
     def save(self) -> None:
-        """Write everything to `path` so that `open_index` can load it again."""
+        """Write everything to `path` so that `open_index` can load it again.
+
+        Adds are durable only after save() (a backend may persist sooner: Qdrant does). A
+        failed save leaves the previously saved state readable.
+        """
 
     def close(self) -> None:
-        """Release files and locks."""
+        """Release files and locks; unsaved adds may be lost. The object is unusable after."""
 
 
 def open_index(backend: str, path: str | Path, dim: int) -> VectorIndex:

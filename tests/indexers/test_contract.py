@@ -1,0 +1,299 @@
+"""One contract suite for every VectorIndex backend, checked against brute-force numpy.
+
+Every test builds its own index in its own tmp_path; nothing is shared between tests.
+Invalid input raises VectorIndexError (a RuntimeError) in every backend.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from indexers.base import VectorIndexError, open_index
+
+BACKENDS = ["faiss", "qdrant"]
+DIM = 32
+PER_KIND = 500
+KINDS = ("image", "report", "guideline")
+TOL = 1e-5
+
+
+def clustered(rng: np.random.Generator, n: int, dim: int = DIM, clusters: int = 8) -> np.ndarray:
+    """Unit vectors around a few centres, like CLIP embeddings of a few body parts."""
+    centres = rng.standard_normal((clusters, dim))
+    points = centres[rng.integers(clusters, size=n)] + 0.4 * rng.standard_normal((n, dim))
+    return (points / np.linalg.norm(points, axis=1, keepdims=True)).astype(np.float32)
+
+
+def make_corpus(seed: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """kind -> (ids (N,), vectors (N, DIM)); ids are sparse and shuffled, so a backend that
+    returns positions instead of ids fails."""
+    rng = np.random.default_rng(seed)
+    ids = rng.choice(10**9, size=PER_KIND * len(KINDS), replace=False).astype(np.int64)
+    return {kind: (ids[i * PER_KIND:(i + 1) * PER_KIND], clustered(rng, PER_KIND))
+            for i, kind in enumerate(KINDS)}
+
+
+def make_queries(corpus_vectors: np.ndarray, seed: int, n: int = 12) -> np.ndarray:
+    """Half near-duplicates of stored vectors (the image-to-similar-case case), half fresh."""
+    rng = np.random.default_rng(seed)
+    near = corpus_vectors[rng.choice(len(corpus_vectors), n // 2, replace=False)]
+    near = near + 0.05 * rng.standard_normal(near.shape)
+    queries = np.vstack([near, clustered(rng, n - n // 2)])
+    return (queries / np.linalg.norm(queries, axis=1, keepdims=True)).astype(np.float32)
+
+
+def fill(index, corpus) -> None:
+    """Adds in uneven chunks, as a resumable build does."""
+    for kind, (ids, vectors) in corpus.items():
+        for start, stop in ((0, 1), (1, 97), (97, PER_KIND)):
+            index.add(kind, ids[start:stop], vectors[start:stop])
+
+
+def assert_top_k(result, ids, vectors, queries, k, allowed=None) -> None:
+    """`result` equals brute-force top-k over (ids, vectors), restricted to `allowed`; two
+    ids may only trade places when their scores tie within TOL."""
+    scores, found = result
+    assert scores.shape == found.shape == (len(queries), k)
+    assert scores.dtype == np.float32 and found.dtype == np.int64
+    if allowed is not None:
+        keep = np.isin(ids, allowed)
+        ids, vectors = ids[keep], vectors[keep]
+    exact = queries.astype(np.float64) @ vectors.T.astype(np.float64)  # (Q, N)
+    depth = min(k, len(ids))
+    order = np.argsort(-exact, axis=1, kind="stable")[:, :depth]
+    want_scores, want_ids = np.full(scores.shape, -np.inf), np.full(found.shape, -1)
+    want_scores[:, :depth] = np.take_along_axis(exact, order, axis=1)
+    want_ids[:, :depth] = ids[order]
+    np.testing.assert_allclose(scores, want_scores, rtol=0, atol=TOL)
+    position = {int(i): p for p, i in enumerate(ids)}
+    for row, col in zip(*np.nonzero(found != want_ids)):
+        got = int(found[row, col])
+        assert got in position, f"id {got} is not among the searchable ids"
+        assert abs(exact[row, position[got]] - want_scores[row, col]) <= TOL, "not a tie"
+    for row in found:
+        real = row[row >= 0]
+        assert len(np.unique(real)) == len(real), "an id appears twice in one result row"
+
+
+def assert_same_ids_unless_tied(ids_a, ids_b, scores) -> None:
+    """Ids agree everywhere except where a score ties a neighbour's within TOL."""
+    gap = np.abs(np.diff(scores, axis=1)) <= TOL  # (Q, k - 1)
+    tied = np.zeros(scores.shape, dtype=bool)
+    tied[:, 1:] |= gap
+    tied[:, :-1] |= gap
+    np.testing.assert_array_equal(ids_a[~tied], ids_b[~tied])
+
+
+@pytest.fixture(autouse=True)
+def embedded_qdrant(monkeypatch):
+    # A server's collection names are shared, so these tests always use the embedded store.
+    monkeypatch.delenv("CASELENS_QDRANT_URL", raising=False)
+
+
+@pytest.fixture
+def opener(tmp_path):
+    """open(backend, dim=DIM) for indexes in this test's folder; closes them all at the end."""
+    opened = []
+
+    def open_(backend: str, dim: int = DIM):
+        index = open_index(backend, tmp_path / "index", dim)
+        opened.append(index)
+        return index
+
+    yield open_
+    for index in opened:
+        index.close()
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request) -> str:
+    return request.param
+
+
+@pytest.fixture
+def corpus():
+    return make_corpus(seed=7)
+
+
+@pytest.fixture
+def index(opener, backend, corpus):
+    index = opener(backend)
+    fill(index, corpus)
+    return index
+
+
+def test_counts(index, corpus):
+    for kind, (ids, _) in corpus.items():
+        assert index.count(kind) == len(ids)
+
+
+@pytest.mark.parametrize("k", [1, 10, 37])
+def test_matches_brute_force(index, corpus, k):
+    for seed, (kind, (ids, vectors)) in enumerate(corpus.items()):
+        queries = make_queries(vectors, seed)
+        assert_top_k(index.search(kind, queries, k), ids, vectors, queries, k)
+        # one query per call takes a different code path in FAISS (one thread)
+        assert_top_k(index.search(kind, queries[:1], k), ids, vectors, queries[:1], k)
+
+
+def test_k_beyond_count_pads(index, corpus):
+    ids, vectors = corpus["report"]
+    queries = make_queries(vectors, seed=3, n=4)
+    scores, found = index.search("report", queries, PER_KIND + 25)
+    assert_top_k((scores, found), ids, vectors, queries, PER_KIND + 25)
+    assert (found[:, PER_KIND:] == -1).all() and np.isneginf(scores[:, PER_KIND:]).all()
+    assert (found[:, :PER_KIND] >= 0).all()
+
+
+def test_allowed_restricts_to_subset(index, corpus):
+    ids, vectors = corpus["image"]
+    queries = make_queries(vectors, seed=4)
+    rng = np.random.default_rng(5)
+    allowed = rng.choice(ids, size=60, replace=False)
+    stranger = corpus["report"][0][:5]  # ids of another kind: must not leak into results
+    allowed_plus = np.concatenate([allowed, stranger])
+    assert_top_k(index.search("image", queries, 10, allowed_plus), ids, vectors, queries, 10,
+                 allowed_plus)
+    # fewer allowed ids of this kind than k: the rest is padding
+    for few in (allowed[:3], np.concatenate([allowed[:3], stranger])):
+        scores, found = index.search("image", queries, 10, few)
+        assert_top_k((scores, found), ids, vectors, queries, 10, few)
+        assert (found[:, 3:] == -1).all() and np.isneginf(scores[:, 3:]).all()
+    scores, found = index.search("image", queries, 10, stranger)
+    assert (found == -1).all() and np.isneginf(scores).all()
+
+
+def test_empty_allowed_pads(index, corpus):
+    queries = make_queries(corpus["image"][1], seed=6, n=3)
+    scores, found = index.search("image", queries, 5, np.array([], dtype=np.int64))
+    assert (found == -1).all() and np.isneginf(scores).all()
+
+
+def test_unknown_kind_pads(index, corpus):
+    queries = make_queries(corpus["image"][1], seed=6, n=3)
+    for kind in ("pathology", "not a kind/.."):
+        scores, found = index.search(kind, queries, 5)
+        assert found.shape == (3, 5) and (found == -1).all() and np.isneginf(scores).all()
+        assert index.count(kind) == 0
+
+
+def test_empty_index_and_zero_k(opener, backend):
+    index = opener(backend)
+    queries = make_queries(clustered(np.random.default_rng(0), 20), seed=1, n=2)
+    scores, found = index.search("image", queries, 4)
+    assert (found == -1).all() and np.isneginf(scores).all()
+    index.add("image", np.array([3]), queries[:1])
+    scores, found = index.search("image", queries, 0)
+    assert scores.shape == found.shape == (2, 0)
+
+
+BAD_ADDS = {
+    "wrong dim": (np.arange(4), np.ones((4, DIM + 1), np.float32)),
+    "1-D vectors": (np.arange(1), np.ones(DIM, np.float32)),
+    "ids and vectors differ in length": (np.arange(3), np.ones((4, DIM), np.float32)),
+    "negative id": (np.array([1, -2]), np.ones((2, DIM), np.float32)),
+    "float ids": (np.array([1.0, 2.0]), np.ones((2, DIM), np.float32)),
+    "repeated id": (np.array([5, 5]), np.ones((2, DIM), np.float32)),
+    "nan": (np.arange(2), np.full((2, DIM), np.nan, np.float32)),
+}
+
+
+@pytest.mark.parametrize("case", BAD_ADDS)
+def test_bad_add_raises(opener, backend, case):
+    index = opener(backend)
+    ids, vectors = BAD_ADDS[case]
+    with pytest.raises(VectorIndexError):
+        index.add("image", ids, vectors)
+    assert index.count("image") == 0  # nothing half-added
+
+
+def test_bad_search_and_kind_raise(index):
+    with pytest.raises(VectorIndexError, match=f"\\(N, {DIM}\\)"):
+        index.search("image", np.ones((2, DIM - 1), np.float32), 5)
+    with pytest.raises(VectorIndexError):
+        index.search("image", np.ones((2, DIM), np.float32), -1)
+    with pytest.raises(VectorIndexError):
+        index.add("../image", np.arange(1), np.ones((1, DIM), np.float32))
+
+
+def test_float64_and_int32_inputs_accepted(opener, backend):
+    index = opener(backend)
+    vectors = clustered(np.random.default_rng(2), 30)
+    index.add("image", np.arange(30, dtype=np.int32), vectors.astype(np.float64))
+    scores, found = index.search("image", vectors[:2].astype(np.float64), 1)
+    assert found[:, 0].tolist() == [0, 1]
+
+
+def test_add_again_replaces(index, corpus):
+    ids, vectors = corpus["guideline"]
+    target = vectors[0]
+    # move ids[1] to the opposite of ids[0]: a search for that point must now find ids[1]
+    index.add("guideline", ids[1:2], -target[None, :])
+    assert index.count("guideline") == PER_KIND
+    scores, found = index.search("guideline", -target[None, :], 1)
+    assert found[0, 0] == ids[1] and scores[0, 0] == pytest.approx(1.0, abs=TOL)
+    updated = vectors.copy()
+    updated[1] = -target
+    queries = make_queries(vectors, seed=8)
+    assert_top_k(index.search("guideline", queries, 10), ids, updated, queries, 10)
+
+
+def test_kinds_are_independent(opener, backend, corpus):
+    index = opener(backend)
+    ids, vectors = corpus["report"]
+    index.add("report", ids, vectors)
+    assert index.count("report") == PER_KIND
+    assert index.count("image") == 0
+    scores, found = index.search("image", vectors[:3], 5)
+    assert (found == -1).all()
+    image_ids, image_vectors = corpus["image"]
+    index.add("image", image_ids[:10], image_vectors[:10])
+    _, found = index.search("report", image_vectors[:10], 20)
+    assert np.isin(found, ids).all()
+    _, found = index.search("image", vectors[:5], 20)
+    assert set(found[found >= 0].tolist()) == set(image_ids[:10].tolist())
+
+
+def test_reopen_gives_identical_results(opener, backend, corpus):
+    index = opener(backend)
+    fill(index, corpus)
+    queries = {kind: make_queries(v, seed=i) for i, (kind, (_, v)) in enumerate(corpus.items())}
+    allowed = corpus["image"][0][::7]
+    before = {kind: index.search(kind, q, 10) for kind, q in queries.items()}
+    before_allowed = index.search("image", queries["image"], 10, allowed)
+    index.save()
+    index.close()
+    reopened = opener(backend)
+    for kind, (ids, _) in corpus.items():
+        assert reopened.count(kind) == len(ids)
+        scores, found = reopened.search(kind, queries[kind], 10)
+        np.testing.assert_array_equal(found, before[kind][1])
+        np.testing.assert_allclose(scores, before[kind][0], rtol=0, atol=1e-6)
+    np.testing.assert_array_equal(reopened.search("image", queries["image"], 10, allowed)[1],
+                                  before_allowed[1])
+    # adding after a reopen goes on where the saved index stopped
+    extra = clustered(np.random.default_rng(9), 5)
+    reopened.add("image", np.arange(5), extra)
+    assert reopened.count("image") == PER_KIND + 5
+    reopened.close()
+    with pytest.raises(VectorIndexError, match="-d"):
+        opener(backend, dim=DIM * 2)
+
+
+def test_backends_agree(tmp_path, corpus):
+    """Congruence: FAISS and Qdrant give the same answers on the same data."""
+    indexes = {name: open_index(name, tmp_path / name, DIM) for name in BACKENDS}
+    try:
+        for index in indexes.values():
+            fill(index, corpus)
+        for seed, (kind, (ids, vectors)) in enumerate(corpus.items()):
+            queries = make_queries(vectors, seed + 20)
+            allowed = ids[seed::5]
+            for kwargs in ({}, {"allowed": allowed}):
+                (fs, fi), (qs, qi) = (index.search(kind, queries, 15, **kwargs)
+                                      for index in indexes.values())
+                np.testing.assert_allclose(fs, qs, rtol=0, atol=TOL)
+                assert_same_ids_unless_tied(fi, qi, fs)
+    finally:
+        for index in indexes.values():
+            index.close()
