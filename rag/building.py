@@ -97,9 +97,11 @@ def build_index(corpus_dir: str | Path, index_dir: str | Path, encoder: Encoder,
     work = index_dir.parent / f".{index_dir.name}.building"
     shutil.rmtree(work, ignore_errors=True)  # leftovers of a crashed build
     work.mkdir()
+    store, indexes = None, []
     try:
         store = RecordStore(work / "records.sqlite")
-        indexes = [open_index(name, work, encoder.dim) for name in backends]
+        for name in backends:
+            indexes.append(open_index(name, work, encoder.dim))
         done = 0
         for kind in KINDS:
             of_kind = [r for r in records if r.kind == kind]
@@ -129,6 +131,12 @@ def build_index(corpus_dir: str | Path, index_dir: str | Path, encoder: Encoder,
             for p in problems:
                 handle.write(json.dumps({"path": p.path, "reason": p.reason}) + "\n")
     except BaseException:
+        for closable in [*indexes, store]:
+            try:
+                if closable is not None:
+                    closable.close()
+            except Exception:  # noqa: BLE001 - already failing; the work folder goes anyway
+                pass
         shutil.rmtree(work, ignore_errors=True)
         raise
     _swap_into_place(work, index_dir)
