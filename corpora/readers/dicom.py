@@ -1,0 +1,69 @@
+"""Folders of DICOM files (a PACS export): one image record per object with pixel data.
+
+Only non-identifying header fields are read into records; study and series UIDs are hashed,
+since a UID can be traced back to a patient.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterator
+from itertools import islice
+from pathlib import Path
+
+from corpora.base import CorpusReader, register_reader
+from corpora.readers._util import hashed
+from rag.images import is_dicom
+from rag.types import Problem, Record, stable_id
+
+MODALITIES = {"CR": "xray", "DX": "xray", "DR": "xray", "RG": "xray", "MG": "xray",
+              "CT": "ct", "MR": "mr", "US": "us", "NM": "nm", "PT": "nm", "SM": "pathology",
+              "OP": "fundus", "ES": "endoscopy"}
+PIXEL_TAGS = (0x7FE00010, 0x7FE00008, 0x7FE00009)  # PixelData, Float, DoubleFloat
+DESCRIBE = ("Modality", "BodyPartExamined", "StudyDescription", "SeriesDescription",
+            "ViewPosition")
+
+
+def _files(root: Path) -> Iterator[Path]:
+    return (p for p in sorted(root.rglob("*")) if p.is_file() and not p.name.startswith("."))
+
+
+@register_reader("dicom")
+class DicomReader(CorpusReader):
+    priority = 30
+
+    @classmethod
+    def detect(cls, root: Path) -> bool:
+        sample = list(islice(_files(root), 50))
+        return bool(sample) and sum(is_dicom(p) for p in sample) * 2 >= len(sample)
+
+    def read(self) -> Iterator[Record | Problem]:
+        import pydicom
+        from pydicom.errors import InvalidDicomError
+
+        for path in _files(self.root):
+            if not is_dicom(path):
+                continue
+            rel = path.relative_to(self.root).as_posix()
+            try:
+                ds = pydicom.dcmread(path, defer_size="1 KB")
+            except (InvalidDicomError, OSError, EOFError, ValueError) as err:
+                yield Problem(rel, f"unreadable DICOM: {err}")
+                continue
+            if not any(tag in ds for tag in PIXEL_TAGS):
+                yield Problem(rel, "DICOM without pixel data (e.g. a structured report): skipped")
+                continue
+            modality = MODALITIES.get(str(ds.get("Modality", "")).upper(), "other")
+            body = str(ds.get("BodyPartExamined", "") or "unknown").lower().replace(" ", "-")
+            study_uid = str(ds.get("StudyInstanceUID", "")) or rel
+            syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+            text = "; ".join(f"{name}: {ds.get(name)}" for name in DESCRIBE if ds.get(name))
+            meta = {"series": hashed(str(ds.get("SeriesInstanceUID", "")) or rel),
+                    "view_position": str(ds.get("ViewPosition", "")),
+                    "photometric": str(ds.get("PhotometricInterpretation", "")),
+                    "frames": int(ds.get("NumberOfFrames", 1) or 1),
+                    "rows": int(ds.get("Rows", 0) or 0), "cols": int(ds.get("Columns", 0) or 0),
+                    "transfer_syntax": syntax.name if syntax else "",
+                    "split_group": hashed(study_uid)}
+            yield Record(stable_id("dicom", rel), "image", modality=modality, body_part=body,
+                         domain=f"{body}-{modality}", text=text, image=rel,
+                         study=f"dicom:{hashed(study_uid)}", source="dicom", meta=meta,
+                         root=str(self.root))

@@ -1,0 +1,111 @@
+"""The layout for your own data.
+
+Either (a) a `manifest.jsonl` in the corpus root, one JSON object per line:
+
+    {"image": "img/0001.png", "text": "Findings: ...", "lang": "en", "study": "0001",
+     "modality": "xray", "body_part": "chest", "domain": "chest-xray", "license": "..."}
+
+`image` is relative to the root; a line with an image and a text gives an image record and a
+report record of one study; a line with only a text gives a report (or `"kind": "guideline"`).
+Or (b) image files (PNG, JPEG, DICOM...) anywhere under the root, each with an optional
+sidecar `<name>.txt` (its report) or `<name>.json` (an object with "text" and the same optional
+fields as a manifest line).
+"""
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+from corpora.base import CorpusReader, register_reader
+from rag.images import is_image_file
+from rag.types import KINDS, Problem, Record, stable_id
+
+FIELDS = ("modality", "body_part", "domain", "lang", "license")
+MANIFEST = "manifest.jsonl"
+
+
+def _first_object(path: Path) -> dict | None:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            for line in handle:
+                if line.strip():
+                    item = json.loads(line)
+                    return item if isinstance(item, dict) else None
+    except (OSError, ValueError):
+        return None
+    return None
+
+
+def _images(root: Path) -> list[Path]:
+    return sorted(p for p in root.rglob("*") if p.is_file() and is_image_file(p))
+
+
+@register_reader("generic")
+class GenericReader(CorpusReader):
+    priority = 90  # the most general layout is tried last
+
+    @classmethod
+    def detect(cls, root: Path) -> bool:
+        first = _first_object(root / MANIFEST) if (root / MANIFEST).is_file() else None
+        if first is not None and ("image" in first or "text" in first):
+            return True
+        return any(p.with_suffix(".txt").is_file() or p.with_suffix(".json").is_file()
+                   for p in _images(root)[:200])
+
+    def read(self) -> Iterator[Record | Problem]:
+        if (self.root / MANIFEST).is_file():
+            yield from self._manifest()
+        else:
+            yield from self._sidecars()
+
+    def _record(self, item: dict, key: str, study: str) -> Iterator[Record | Problem]:
+        fields = {f: str(item[f]) for f in FIELDS if item.get(f)}
+        fields.setdefault("domain", "-".join(
+            v for v in (item.get("body_part"), item.get("modality")) if v))
+        image, text = item.get("image"), str(item.get("text") or item.get("report") or "").strip()
+        base = dict(study=study, source="generic", meta=dict(item.get("meta") or {}), **fields)
+        base["meta"].setdefault("split_group", str(item.get("patient_group") or study))
+        if image:
+            if not (self.root / image).is_file():
+                yield Problem(str(image), "image listed in the corpus is missing")
+            else:
+                yield Record(stable_id("generic", str(image)), "image", image=str(image),
+                             root=str(self.root), **{**base, "lang": ""})
+        if text:
+            kind = item.get("kind") if item.get("kind") in KINDS[1:] else "report"
+            yield Record(str(item.get("id") or stable_id("generic", key, "text")), kind, text=text,
+                         **base)
+
+    def _manifest(self) -> Iterator[Record | Problem]:
+        with open(self.root / MANIFEST, encoding="utf-8") as handle:
+            for number, line in enumerate(handle, 1):
+                if not line.strip():
+                    continue
+                where = f"{MANIFEST}:{number}"
+                try:
+                    item = json.loads(line)
+                except ValueError as err:
+                    yield Problem(where, f"not valid JSON: {err}")
+                    continue
+                if not isinstance(item, dict) or not (item.get("image") or item.get("text")):
+                    yield Problem(where, "a line needs an \"image\" or a \"text\"")
+                    continue
+                yield from self._record(item, where, str(item.get("study") or where))
+
+    def _sidecars(self) -> Iterator[Record | Problem]:
+        for path in _images(self.root):
+            rel = path.relative_to(self.root).as_posix()
+            item: dict = {"image": rel}
+            txt, side = path.with_suffix(".txt"), path.with_suffix(".json")
+            try:
+                if side.is_file():
+                    data = json.loads(side.read_text(encoding="utf-8"))
+                    if not isinstance(data, dict):
+                        raise ValueError("sidecar JSON must be an object")
+                    item.update({k: v for k, v in data.items() if k != "image"})
+                elif txt.is_file():
+                    item["text"] = txt.read_text(encoding="utf-8")
+            except (OSError, ValueError) as err:
+                yield Problem(side.name if side.is_file() else txt.name, f"unreadable sidecar: {err}")
+            yield from self._record(item, rel, str(item.get("study") or rel))
