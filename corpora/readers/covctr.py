@@ -40,24 +40,27 @@ class CovCtrReader(CorpusReader):
                     continue
                 study = f"covctr:{name}"
                 meta = {"split_group": name.split("%")[0], "covid": row.get("COVID", "")}
-                if name in images:
+                # a few images have two report rows: both reports join the image's study
+                key = name if name not in used else f"{name}#{line}"
+                if name not in used:
                     used.add(name)
-                    yield self._image(images[name], study, meta)
-                else:
-                    yield Problem(name, "image listed in the report table is missing")
+                    if name in images:
+                        yield self._image(images[name], study, meta)
+                    else:
+                        yield Problem(name, "image listed in the report table is missing")
                 findings, impression = row.get("findings", ""), row.get("impression", "")
                 if findings.strip() or impression.strip():
-                    yield Record(stable_id("cov-ctr", name, "zh"), "report", lang="zh",
+                    yield Record(stable_id("cov-ctr", key, "zh"), "report", lang="zh",
                                  text=report_text(findings, impression, "zh"), study=study,
                                  meta={**meta, "sections": sections(findings, impression),
                                        "terms": row.get("terminologies", "")}, **BASE)
                 english = (row.get("reports_En") or "").strip()
                 if english:
-                    yield Record(stable_id("cov-ctr", name, "en"), "report", lang="en",
+                    yield Record(stable_id("cov-ctr", key, "en"), "report", lang="en",
                                  text=english, study=study,
                                  meta={**meta, "sections": {"findings": english}}, **BASE)
         for name, path in images.items():
-            if name not in used:
+            if name not in used:  # images without a report row still count as cases
                 yield self._image(path, f"covctr:{name}", {"split_group": name.split("%")[0]})
 
     def _image(self, path: Path, study: str, meta: dict) -> Record:

@@ -36,7 +36,10 @@ class OpenIXmlReader(CorpusReader):
 
     @classmethod
     def detect(cls, root: Path) -> bool:
-        sample = list(islice((p for p in root.rglob("*.xml") if p.is_file()), 5))
+        # the XMLs sit in the folder or one level down (ecgen-radiology/), not deeper, so a
+        # corpus made of parts is split into its parts rather than claimed whole
+        shallow = (p for pattern in ("*.xml", "*/*.xml") for p in root.glob(pattern))
+        sample = list(islice((p for p in shallow if p.is_file()), 5))
         return bool(sample) and any(_is_ecitation(p) for p in sample)
 
     def read(self) -> Iterator[Record | Problem]:
