@@ -34,7 +34,7 @@ class DicomReader(CorpusReader):
     def detect(cls, root: Path) -> bool:
         files = list(islice(_files(root), 5000))
         sample = files[::max(1, len(files) // 50)]  # spread over the tree, not its first folder
-        return bool(sample) and sum(is_dicom(p) for p in sample) * 2 >= len(sample)
+        return bool(sample) and sum(is_dicom(p) for p in sample) * 2 > len(sample)
 
     def read(self) -> Iterator[Record | Problem]:
         import pydicom

@@ -1,0 +1,140 @@
+import json
+
+import pytest
+
+from corpora.base import CorpusError, open_corpus
+from rag.types import Problem
+from tests.corpora import fixtures
+
+
+def read(root, fmt=None):
+    corpus = open_corpus(root, fmt)
+    items = list(corpus.read())
+    records = [i for i in items if not isinstance(i, Problem)]
+    problems = [i for i in items if isinstance(i, Problem)]
+    return corpus, records, problems
+
+
+def assert_private(records):
+    dumped = json.dumps([r.to_dict() for r in records], ensure_ascii=False)
+    for value in [*fixtures.PATIENT.values(), "Doe", "Radiologist"]:
+        assert value not in dumped
+
+
+def test_covctr_links_chinese_and_english_reports_to_the_image(tmp_path):
+    root = fixtures.covctr(tmp_path / "whatever-name")
+    corpus, records, problems = read(root)
+    assert corpus.formats == ["covctr:."]
+    by_study = {}
+    for rec in records:
+        by_study.setdefault(rec.study, []).append(rec)
+    kinds = sorted((r.kind, r.lang) for r in by_study["covctr:a%0.png"])
+    assert kinds == [("image", ""), ("report", "en"), ("report", "zh")]
+    zh = next(r for r in by_study["covctr:a%0.png"] if r.lang == "zh")
+    assert zh.meta["sections"]["impression"] == "病毒性肺炎" and zh.domain == "chest-ct"
+    assert zh.meta["split_group"] == "a"
+    assert [p.path for p in problems] == ["missing.png"]
+    assert any(r.image == "images/CT_NonCOVID/lonely.png" for r in records)
+    assert len(by_study["covctr:missing.png"]) == 2  # reports kept without their image
+
+
+def test_openi_xml_keeps_sections_drops_authors_and_finds_images(tmp_path):
+    root = tmp_path / "reports"
+    fixtures.openi_xml(root / "ecgen-radiology" / "1.xml", "CXR1", "Heart size normal.",
+                       "No acute disease.", ["CXR1_1_IM-0001-3001"])
+    fixtures.openi_xml(root / "ecgen-radiology" / "2.xml", "CXR2", "", "")
+    (root / "ecgen-radiology" / "3.xml").write_text("<eCitation><broken")
+    fixtures.png(root / "images" / "CXR1_1_IM-0001-3001.png")
+    _, records, problems = read(root)
+    report = next(r for r in records if r.kind == "report")
+    assert report.meta["sections"] == {"findings": "Heart size normal.",
+                                       "impression": "No acute disease."}
+    assert report.study == "openi:CXR1" and "by-nc-nd" in report.license
+    image = next(r for r in records if r.kind == "image")
+    assert image.study == report.study and image.image_path().exists()
+    assert sorted(p.path for p in problems) == ["ecgen-radiology/2.xml", "ecgen-radiology/3.xml"]
+    assert_private(records)
+
+
+def test_dicom_folder_never_stores_patient_fields(tmp_path):
+    root = tmp_path / "export"
+    fixtures.dicom(root / "p1" / "s1" / "IM0001")  # no suffix, as PACS exports often are
+    fixtures.dicom(root / "p1" / "s1" / "IM0002", pixels=False)
+    (root / "p1" / "s1" / "IM0003.dcm").write_bytes(b"\0" * 128 + b"DICM" + b"\xff" * 40)
+    corpus, records, problems = read(root)
+    assert corpus.formats == ["dicom:."]
+    assert len(records) == 1
+    rec = records[0]
+    assert (rec.modality, rec.body_part, rec.domain) == ("ct", "chest", "chest-ct")
+    assert rec.study.startswith("dicom:") and len(rec.study) == len("dicom:") + 16
+    reasons = " ".join(p.reason for p in problems)
+    assert "without pixel data" in reasons and len(problems) == 2
+    assert_private(records)
+
+
+def test_medpix_case_images_captions_and_topic(tmp_path):
+    _, records, problems = read(fixtures.medpix(tmp_path / "mp"))
+    kinds = sorted(r.kind for r in records)
+    assert kinds == ["guideline", "image", "report"]
+    image = next(r for r in records if r.kind == "image")
+    assert image.text == "Enlarged prostate." and image.domain == "pelvis-ct"
+    report = next(r for r in records if r.kind == "report")
+    assert report.meta["sections"]["impression"] == "Bladder diverticulum"
+    assert [p.path for p in problems] == ["MPX1_synpic404"]
+    assert "73" not in json.dumps(image.to_dict()) and "male" not in json.dumps(image.to_dict())
+
+
+def test_covid_collection_hashes_patients_and_keeps_licence(tmp_path):
+    _, records, problems = read(fixtures.covid(tmp_path / "cc"))
+    image = next(r for r in records if r.kind == "image")
+    assert image.license == "CC BY" and image.domain == "chest-xray"
+    assert image.meta["split_group"].startswith("patient:") and "17" not in image.meta["split_group"]
+    assert next(r for r in records if r.kind == "report").text.startswith("Infiltrate")
+    assert [p.path for p in problems] == ["gone.png"]
+    dumped = json.dumps([r.to_dict() for r in records])
+    assert "Wuhan" not in dumped and "January" not in dumped
+
+
+def test_generic_manifest_reports_bad_lines_and_keeps_going(tmp_path):
+    root = tmp_path / "mine"
+    fixtures.png(root / "a.png")
+    lines = [json.dumps({"image": "a.png", "text": "Lungs clear.", "modality": "xray",
+                         "body_part": "chest"}),
+             "{not json", json.dumps({"lang": "en"}),
+             json.dumps({"text": "指南：肺结节随访。", "kind": "guideline", "lang": "zh"})]
+    (root / "manifest.jsonl").write_text("\n".join(lines), encoding="utf-8")
+    _, records, problems = read(root)
+    assert sorted(r.kind for r in records) == ["guideline", "image", "report"]
+    assert next(r for r in records if r.kind == "image").domain == "chest-xray"
+    assert [p.path for p in problems] == ["manifest.jsonl:2", "manifest.jsonl:3"]
+
+
+def test_generic_sidecars(tmp_path):
+    root = tmp_path / "side"
+    fixtures.png(root / "x" / "1.png")
+    (root / "x" / "1.txt").write_text("Small effusion.")
+    fixtures.png(root / "x" / "2.png", 1)
+    (root / "x" / "2.json").write_text(json.dumps({"text": "右肺结节。", "lang": "zh"}))
+    fixtures.png(root / "x" / "3.png", 2)
+    _, records, problems = read(root)
+    assert len([r for r in records if r.kind == "image"]) == 3
+    assert sorted(r.text for r in records if r.kind == "report") == ["Small effusion.", "右肺结节。"]
+    assert not problems
+
+
+def test_detection_is_by_content_and_errors_say_what_to_do(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(CorpusError, match="empty"):
+        open_corpus(tmp_path / "empty")
+    (tmp_path / "odd").mkdir()
+    (tmp_path / "odd" / "notes.csv").write_text("a,b\n1,2\n")
+    with pytest.raises(CorpusError, match="generic layout"):
+        open_corpus(tmp_path / "odd")
+    with pytest.raises(CorpusError, match="not found"):
+        open_corpus(tmp_path / "nope")
+    with pytest.raises(CorpusError, match="unknown corpus format"):
+        open_corpus(tmp_path / "odd", "mimic-9")
+    parts = tmp_path / "parts"
+    fixtures.openi_xml(parts / "reports" / "ecgen-radiology" / "1.xml", "CXR1", "Clear.", "Normal.")
+    fixtures.dicom(parts / "pacs" / "IM1")
+    assert open_corpus(parts).formats == ["dicom:pacs", "openi_xml:reports"]

@@ -1,0 +1,62 @@
+"""Readers on the real data sets of ../shared/data and on the demo corpus packages."""
+from collections import Counter
+
+import numpy as np
+import pytest
+
+from corpora.base import open_corpus
+from corpora.demo import build_demo, demo_image
+from rag.images import load_image
+from rag.types import Problem
+from tests.conftest import shared_subdir
+
+pytestmark = pytest.mark.shared_data
+
+
+def counts(root):
+    corpus = open_corpus(root)
+    kinds, problems = Counter(), []
+    for item in corpus.read():
+        if isinstance(item, Problem):
+            problems.append(item)
+        else:
+            kinds[(item.kind, item.lang)] += 1
+    return corpus.formats, kinds, problems
+
+
+def test_cov_ctr():
+    formats, kinds, problems = counts(shared_subdir("cov-ctr"))
+    assert formats == ["covctr:."]
+    assert kinds[("report", "zh")] == 613 and kinds[("report", "en")] == 613
+    assert kinds[("image", "")] >= 630 and not problems
+
+
+def test_medpix():
+    formats, kinds, problems = counts(shared_subdir("medpix-2.0"))
+    assert formats == ["medpix:."]
+    assert kinds[("image", "en")] == 1850 and kinds[("report", "en")] >= 580
+    assert len(problems) < 20
+
+
+def test_covid_collection():
+    formats, kinds, _ = counts(shared_subdir("covid-chestxray"))
+    assert formats == ["covid_chestxray:."]
+    assert kinds[("image", "")] == 510 and kinds[("report", "en")] == 510
+
+
+@pytest.mark.slow
+def test_demo_corpus_from_registry_packages(tmp_path):
+    pytest.importorskip("pydicom")
+    try:
+        summary = build_demo(tmp_path / "demo")
+    except Exception as err:  # noqa: BLE001
+        pytest.skip(f"demo packages missing: {err}")
+    assert summary == {"report_xml": 3955, "dicom": 9}
+    formats, kinds, problems = counts(tmp_path / "demo")
+    assert formats == ["dicom:dicom", "openi_xml:openi"]
+    assert kinds[("report", "en")] > 3900 and kinds[("image", "")] == 9
+    assert all("no findings or impression" in p.reason for p in problems)
+    for path in (tmp_path / "demo" / "dicom").iterdir():
+        assert np.asarray(load_image(path)).std() > 1, path.name
+    assert demo_image(tmp_path / "demo").exists()
+    build_demo(tmp_path / "demo")  # idempotent rebuild
