@@ -20,8 +20,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
                        "medical images, offline.")
 train_app = typer.Typer(no_args_is_help=True, help="Train caselens models.")
 app.add_typer(train_app, name="train")
-out = Console()
-err = Console(stderr=True)
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
 
 KIND_NAMES = {"reports": "report", "report": "report", "images": "image", "image": "image",
               "guidelines": "guideline", "guideline": "guideline"}

@@ -78,7 +78,7 @@ def dicom_to_image(path: Path) -> Image.Image:
         raise ImageError(f"cannot read DICOM {path}: {err}")
     if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
         raise ImageError(f"DICOM {path} has no pixel data (a structured report or header-only "
-                         "object): nothing to index as an image")
+                         "object): no image to use")
     try:
         pixels = ds.pixel_array
     except Exception as err:  # noqa: BLE001 - pydicom raises many types for codec problems
