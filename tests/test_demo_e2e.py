@@ -1,0 +1,58 @@
+"""End to end on the real demo corpus with the default encoder (trained heads), as a user runs it."""
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from cli import app
+from corpora.demo import build_demo, demo_image
+
+pytestmark = pytest.mark.slow
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    root = tmp_path_factory.mktemp("demo")
+    try:
+        build_demo(root / "corpus")
+    except Exception as err:  # noqa: BLE001
+        pytest.skip(f"demo packages missing: {err}")
+    result = runner.invoke(app, ["index", str(root / "corpus"), "--index", str(root / "idx"),
+                                 "--json"])
+    assert result.exit_code == 0, result.output
+    return root, json.loads(result.stdout)
+
+
+def test_demo_index_counts(demo):
+    _, summary = demo
+    assert sum(summary["counts"]["report"].values()) > 3900
+    assert sum(summary["counts"]["image"].values()) == 9
+    assert summary["backends"] == ["faiss", "qdrant"]
+
+
+def test_ask_in_chinese_about_the_chest_cr(demo):
+    root, _ = demo
+    result = runner.invoke(app, ["ask", "--image", str(demo_image(root / "corpus")), "--lang", "zh",
+                                 "--index", str(root / "idx"), "--json"])
+    assert result.exit_code == 0, result.output
+    answer = json.loads(result.stdout)
+    report = answer["report"]
+    # the demo corpus has English reports only: the report must say so plainly
+    assert any("没有中文报告" in w for w in report["warnings"])
+    ids = {h["id"] for h in answer["hits"]} | {r["id"] for h in answer["hits"] for r in h["linked"]}
+    sentences = report["sections"]["findings"] + report["sections"]["impression"]
+    assert sentences and all(s["cites"] and set(s["cites"]) <= ids for s in sentences)
+    assert any(h["kind"] == "report" and h["source"] == "openi" for h in answer["hits"])
+
+
+@pytest.mark.parametrize("backend", ["faiss", "qdrant"])
+def test_text_search_finds_effusion_reports(demo, backend):
+    root, _ = demo
+    result = runner.invoke(app, ["search", "--text", "large left pleural effusion", "--to",
+                                 "reports", "--k", "5", "--index", str(root / "idx"), "--json",
+                                 "--backend", backend])
+    assert result.exit_code == 0, result.output
+    hits = json.loads(result.stdout)["hits"]
+    assert len(hits) == 5
+    assert sum("effusion" in h["text"].lower() for h in hits) >= 3
