@@ -9,7 +9,6 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.console import Console
@@ -71,7 +70,7 @@ def index(
     index_dir: Path = INDEX_OPT,
     encoder: str = typer.Option("default", help="Encoder config name or path to a config JSON."),
     backend: str = typer.Option("both", help="faiss, qdrant or both."),
-    fmt: Optional[str] = typer.Option(None, "--format", help="Force a corpus format."),
+    fmt: str | None = typer.Option(None, "--format", help="Force a corpus format."),
     as_json: bool = JSON_OPT,
 ):
     """Detect the corpus format, encode images and texts, build FAISS and Qdrant indexes.
@@ -101,8 +100,8 @@ def index(
             out.print(f"  {problem.path}: {problem.reason}", highlight=False)
 
 
-def _query(image: Optional[Path], text: Optional[str], lang: str, k: str, to: list[str],
-           filters: dict[str, Optional[str]]):
+def _query(image: Path | None, text: str | None, lang: str, k: str, to: list[str],
+           filters: dict[str, str | None]):
     from rag.types import Query
 
     if not image and not text:
@@ -121,7 +120,7 @@ def _query(image: Optional[Path], text: Optional[str], lang: str, k: str, to: li
                               filters={n: v for n, v in filters.items() if v}))
 
 
-def _session(index_dir: Path, encoder: Optional[str], backend: Optional[str]):
+def _session(index_dir: Path, encoder: str | None, backend: str | None):
     from rag import pipeline
 
     return _run(lambda: pipeline.open_session(index_dir, encoder, backend))
@@ -129,16 +128,16 @@ def _session(index_dir: Path, encoder: Optional[str], backend: Optional[str]):
 
 @app.command()
 def search(
-    image: Optional[Path] = typer.Option(None, help="Query image (PNG/JPEG/DICOM)."),
-    text: Optional[str] = typer.Option(None, help="Query text (English or Chinese)."),
+    image: Path | None = typer.Option(None, help="Query image (PNG/JPEG/DICOM)."),
+    text: str | None = typer.Option(None, help="Query text (English or Chinese)."),
     to: list[str] = typer.Option(["reports"], help="What to find: reports, images, guidelines."),
     k: str = typer.Option("5", help="Number of hits per kind, or 'auto' (score-gap rule)."),
-    modality: Optional[str] = typer.Option(None, help="Only this modality (xray, ct, mr...)."),
-    domain: Optional[str] = typer.Option(None, help="Only this domain (chest-xray...)."),
-    lang: Optional[str] = typer.Option(None, help="Only records in this language (en, zh)."),
+    modality: str | None = typer.Option(None, help="Only this modality (xray, ct, mr...)."),
+    domain: str | None = typer.Option(None, help="Only this domain (chest-xray...)."),
+    lang: str | None = typer.Option(None, help="Only records in this language (en, zh)."),
     index_dir: Path = INDEX_OPT,
-    encoder: Optional[str] = typer.Option(None, help="Encoder (default: the index's own)."),
-    backend: Optional[str] = typer.Option(None, help="faiss or qdrant (default: the first)."),
+    encoder: str | None = typer.Option(None, help="Encoder (default: the index's own)."),
+    backend: str | None = typer.Option(None, help="faiss or qdrant (default: the first)."),
     as_json: bool = JSON_OPT,
 ):
     """Cross-modal search: an image or a text against reports, images or guidelines."""
@@ -165,13 +164,13 @@ def search(
 
 @app.command()
 def ask(
-    image: Optional[Path] = typer.Option(None, help="Image to report on (PNG/JPEG/DICOM)."),
-    text: Optional[str] = typer.Option(None, help="A question or clinical context."),
+    image: Path | None = typer.Option(None, help="Image to report on (PNG/JPEG/DICOM)."),
+    text: str | None = typer.Option(None, help="A question or clinical context."),
     lang: str = typer.Option("en", help="Report language: en or zh."),
     k: str = typer.Option("auto", help="Cases to use per kind, or 'auto'."),
     index_dir: Path = INDEX_OPT,
-    encoder: Optional[str] = typer.Option(None, help="Encoder (default: the index's own)."),
-    backend: Optional[str] = typer.Option(None, help="faiss or qdrant (default: the first)."),
+    encoder: str | None = typer.Option(None, help="Encoder (default: the index's own)."),
+    backend: str | None = typer.Option(None, help="faiss or qdrant (default: the first)."),
     as_json: bool = JSON_OPT,
 ):
     """Retrieve similar cases and write a draft report citing them (English or Chinese)."""

@@ -15,9 +15,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from rag import pipeline  # noqa: E402
-from rag.store import RecordStore  # noqa: E402
-from rag.types import Query  # noqa: E402
+from rag import pipeline
+from rag.store import RecordStore
+from rag.types import Query
 
 
 def timed(call, repeat: int) -> tuple[float, float]:

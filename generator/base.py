@@ -4,17 +4,11 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from typing import Any
 
+from rag.registry import registrar
 from rag.types import Hit, Query, Report
 
 GENERATORS: dict[str, type[Generator]] = {}
-
-
-def register_generator(name: str):
-    def wrap(cls):
-        cls.name = name
-        GENERATORS[name] = cls
-        return cls
-    return wrap
+register_generator = registrar(GENERATORS)
 
 
 class Generator(ABC):

@@ -11,16 +11,10 @@ from pathlib import Path
 
 import numpy as np
 
+from rag.registry import registrar
+
 BACKENDS: dict[str, type[VectorIndex]] = {}
-
-
-def register_backend(name: str):
-    def wrap(cls: type[VectorIndex]) -> type[VectorIndex]:
-        cls.name = name
-        BACKENDS[name] = cls
-        return cls
-
-    return wrap
+register_backend = registrar(BACKENDS)
 
 
 class VectorIndexError(RuntimeError):
@@ -78,7 +72,7 @@ class VectorIndex(ABC):
 
 def open_index(backend: str, path: str | Path, dim: int) -> VectorIndex:
     """Open (or create) the named backend's index under `path`."""
-    import indexers.faiss_index  # noqa: F401 - registers "faiss"
+    import indexers.faiss_index
     import indexers.qdrant_index  # noqa: F401 - registers "qdrant"
 
     if backend not in BACKENDS:

@@ -15,28 +15,18 @@ import torch
 from PIL import Image
 from torch import nn
 
+from rag.registry import registrar
+
 log = logging.getLogger(__name__)
 
 IMAGE_BACKBONES: dict[str, Callable[..., ImageBackbone]] = {}
 TEXT_BACKBONES: dict[str, Callable[..., TextBackbone]] = {}
+register_image_backbone = registrar(IMAGE_BACKBONES)
+register_text_backbone = registrar(TEXT_BACKBONES)
 
 
 class BackboneError(RuntimeError):
     """A backbone that cannot be loaded; the message names what to install."""
-
-
-def register_image_backbone(name: str):
-    def wrap(fn):
-        IMAGE_BACKBONES[name] = fn
-        return fn
-    return wrap
-
-
-def register_text_backbone(name: str):
-    def wrap(fn):
-        TEXT_BACKBONES[name] = fn
-        return fn
-    return wrap
 
 
 def _need(package: str, pip_name: str):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import shutil
 import time
 from collections.abc import Callable, Sequence
@@ -19,6 +18,7 @@ from indexers.base import open_index
 from rag.encoder import Encoder
 from rag.images import ImageError, load_image
 from rag.manifest import write_manifest
+from rag.registry import replace_dir
 from rag.store import RecordStore
 from rag.types import KINDS, Problem, Record
 
@@ -80,7 +80,7 @@ def _encode_batch(encoder: Encoder, batch: Sequence[Record],
 def corpus_fingerprint(records: Sequence[Record]) -> str:
     digest = hashlib.sha256()
     for rec in sorted(records, key=lambda r: r.id):
-        digest.update(f"{rec.id}\x00{rec.text}\x00{rec.image or ''}\x01".encode("utf-8"))
+        digest.update(f"{rec.id}\x00{rec.text}\x00{rec.image or ''}\x01".encode())
     return digest.hexdigest()
 
 
@@ -128,8 +128,7 @@ def build_index(corpus_dir: str | Path, index_dir: str | Path, encoder: Encoder,
                        "fingerprint": corpus_fingerprint(records)},
             "problems": len(problems)})
         with open(work / "problems.jsonl", "w", encoding="utf-8") as handle:
-            for p in problems:
-                handle.write(json.dumps({"path": p.path, "reason": p.reason}) + "\n")
+            handle.writelines(json.dumps({"path": p.path, "reason": p.reason}) + "\n" for p in problems)
     except BaseException:
         for closable in [*indexes, store]:
             try:
@@ -139,15 +138,7 @@ def build_index(corpus_dir: str | Path, index_dir: str | Path, encoder: Encoder,
                 pass
         shutil.rmtree(work, ignore_errors=True)
         raise
-    _swap_into_place(work, index_dir)
+    replace_dir(work, index_dir)
     return BuildSummary(index_dir, formats, counts, list(backends),
                         time.perf_counter() - started, problems)
 
-
-def _swap_into_place(work: Path, index_dir: Path) -> None:
-    old = index_dir.parent / f".{index_dir.name}.old"
-    shutil.rmtree(old, ignore_errors=True)
-    if index_dir.exists():
-        os.replace(index_dir, old)
-    os.replace(work, index_dir)
-    shutil.rmtree(old, ignore_errors=True)

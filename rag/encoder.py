@@ -20,22 +20,17 @@ from PIL import Image
 from torch import nn
 
 from rag.backbones import IMAGE_BACKBONES, TEXT_BACKBONES, file_sha256
+from rag.registry import registrar
 
 log = logging.getLogger(__name__)
 
 CONFIG_DIR = Path(__file__).parent / "model_configs"
 ENCODERS: dict[str, type[Encoder]] = {}
+register_encoder = registrar(ENCODERS)
 
 
 class EncoderError(RuntimeError):
     """An encoder that cannot be built or loaded; the message says what to do."""
-
-
-def register_encoder(name: str):
-    def wrap(cls):
-        ENCODERS[name] = cls
-        return cls
-    return wrap
 
 
 def normalize(vectors: np.ndarray) -> np.ndarray:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 import os
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +17,7 @@ class ManifestError(RuntimeError):
 
 def write_manifest(folder: Path, data: dict[str, Any]) -> None:
     data = {"version": FORMAT_VERSION,
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), **data}
+            "created": datetime.now(UTC).isoformat(timespec="seconds"), **data}
     tmp = folder / (MANIFEST + ".tmp")
     tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False), encoding="utf-8")
     os.replace(tmp, folder / MANIFEST)

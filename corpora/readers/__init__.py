@@ -1,4 +1,9 @@
 """Built-in corpus readers; importing this package registers them all."""
 from corpora.readers import (  # noqa: F401
-    covctr, covid_chestxray, dicom, generic, medpix, openi_xml,
+    covctr,
+    covid_chestxray,
+    dicom,
+    generic,
+    medpix,
+    openi_xml,
 )

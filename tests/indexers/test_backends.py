@@ -4,8 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import indexers.faiss_index as faiss_index
-import indexers.qdrant_index as qdrant_index
+from indexers import faiss_index, qdrant_index
 from indexers.base import BACKENDS, VectorIndexError, open_index
 from indexers.qdrant_index import QdrantIndex
 
