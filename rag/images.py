@@ -45,7 +45,8 @@ def load_image(path: str | Path) -> Image.Image:
             img.load()
             return _to_rgb(img)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
-        raise ImageError(f"cannot read image {path}: {err} (is it a corrupt or unsupported file?)")
+        raise ImageError(f"cannot read image {path}: {err} "
+                         "(is it a corrupt or unsupported file?)") from err
 
 
 def _to_rgb(img: Image.Image) -> Image.Image:
@@ -75,7 +76,7 @@ def dicom_to_image(path: Path) -> Image.Image:
     try:
         ds = pydicom.dcmread(path)
     except (InvalidDicomError, OSError, EOFError, ValueError) as err:
-        raise ImageError(f"cannot read DICOM {path}: {err}")
+        raise ImageError(f"cannot read DICOM {path}: {err}") from err
     if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
         raise ImageError(f"DICOM {path} has no pixel data (a structured report or header-only "
                          "object): no image to use")
@@ -83,8 +84,9 @@ def dicom_to_image(path: Path) -> Image.Image:
         pixels = ds.pixel_array
     except Exception as err:  # noqa: BLE001 - pydicom raises many types for codec problems
         syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", "unknown")
-        raise ImageError(f"cannot decode pixels of DICOM {path} (transfer syntax {syntax}): {err}; "
-                         "install pylibjpeg, pylibjpeg-libjpeg, pylibjpeg-openjpeg and pylibjpeg-rle")
+        raise ImageError(f"cannot decode pixels of DICOM {path} (transfer syntax {syntax}): "
+                         f"{err}; install pylibjpeg, pylibjpeg-libjpeg, pylibjpeg-openjpeg and "
+                         "pylibjpeg-rle") from err
     frames = int(getattr(ds, "NumberOfFrames", 1) or 1)
     photometric = str(getattr(ds, "PhotometricInterpretation", "MONOCHROME2")).upper()
     color = photometric not in ("MONOCHROME1", "MONOCHROME2", "PALETTE COLOR")
