@@ -218,7 +218,7 @@ def train_encoder(
     heads_out: Path = typer.Option(Path("rag/model_configs/heads/default.pt"), "--out",
                                    help="Where to write the heads (a .json manifest goes beside)."),
     run_dir: Path = typer.Option(Path("runs/encoder"), help="Feature cache and training log."),
-    epochs: int = typer.Option(40, help="Training epochs over the cached features."),
+    epochs: int = typer.Option(60, help="Training epochs over the cached features."),
     seed: int = typer.Option(0, help="Random seed (split is by group hash, not by seed)."),
     as_json: bool = JSON_OPT,
 ):

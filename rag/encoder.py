@@ -68,12 +68,12 @@ class ProjectionHeads(nn.Module):
     """Two-layer projections from each backbone into the shared space, plus the learned
     temperature of the symmetric InfoNCE loss (CLIP's logit_scale, initialised at 1/0.07)."""
 
-    def __init__(self, image_in: int, text_in: int, dim: int, hidden: int):
+    def __init__(self, image_in: int, text_in: int, dim: int, hidden: int, dropout: float = 0.0):
         super().__init__()
-        self.image = nn.Sequential(nn.LayerNorm(image_in), nn.Linear(image_in, hidden), nn.GELU(),
-                                   nn.Linear(hidden, dim))
-        self.text = nn.Sequential(nn.LayerNorm(text_in), nn.Linear(text_in, hidden), nn.GELU(),
-                                  nn.Linear(hidden, dim))
+        self.image = nn.Sequential(nn.LayerNorm(image_in), nn.Dropout(dropout),
+                                   nn.Linear(image_in, hidden), nn.GELU(), nn.Linear(hidden, dim))
+        self.text = nn.Sequential(nn.LayerNorm(text_in), nn.Dropout(dropout),
+                                  nn.Linear(text_in, hidden), nn.GELU(), nn.Linear(hidden, dim))
         self.logit_scale = nn.Parameter(torch.tensor(np.log(1 / 0.07), dtype=torch.float32))
 
     def forward(self, image_feats: torch.Tensor, text_feats: torch.Tensor):
@@ -100,14 +100,15 @@ class TowersEncoder(Encoder):
         self.text_backbone = build_txt(seed=seed)
         torch.manual_seed(seed)
         self.heads = ProjectionHeads(self.image_backbone.dim, self.text_backbone.dim, self.dim,
-                                     int(config.get("hidden", 512)))
+                                     int(config.get("hidden", 512)),
+                                     float(config.get("dropout", 0.0)))
         self.heads_path = config_dir / config["heads"] if config.get("heads") else None
         if self.heads_path is not None:
             if not self.heads_path.exists():
                 raise EncoderError(f"projection heads not found: {self.heads_path} "
                                    "(train them with `python cli.py train encoder <corpus>`)")
-            self.heads.load_state_dict(torch.load(self.heads_path, map_location="cpu",
-                                                  weights_only=True))
+            state = torch.load(self.heads_path, map_location="cpu", weights_only=True)
+            self.heads.load_state_dict({k: v.float() for k, v in state.items()})
         self.heads.eval().to(self.device)
 
     @property
