@@ -12,6 +12,7 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -97,7 +98,7 @@ def index(
         out.print(f"[yellow]{len(summary.problems)} file(s) skipped[/] "
                   f"(all listed in {summary.index / 'problems.jsonl'}):")
         for problem in summary.problems[:10]:
-            out.print(f"  {problem.path}: {problem.reason}", highlight=False)
+            out.print(f"  {problem.path}: {problem.reason}", markup=False, highlight=False)
 
 
 def _query(image: Path | None, text: str | None, lang: str, k: str, to: list[str],
@@ -158,8 +159,9 @@ def search(
     for hit in hits:
         rec = hit.record
         what = rec.image if rec.kind == "image" else rec.text[:160].replace("\n", " ")
-        out.print(f"{hit.rank:>2}. {hit.score:.3f} [{rec.kind}/{rec.domain or '-'}/{rec.lang or '-'}]"
-                  f" {rec.id}  {what}", highlight=False)
+        shown = hit.cosine if hit.cosine is not None else hit.score  # cosine reads better than RRF
+        out.print(f"{hit.rank:>2}. {shown:.3f} [{rec.kind}/{rec.domain or '-'}/{rec.lang or '-'}]"
+                  f" {rec.id}  {what}", markup=False, highlight=False)
 
 
 @app.command()
@@ -190,15 +192,16 @@ def ask(
         return
     words = phrases(lang)
     for warning in answer.report.warnings:
-        out.print(f"[yellow]! {warning}[/]", highlight=False)
+        out.print(f"[yellow]! {escape(warning)}[/]", highlight=False)
     for section, sentences in answer.report.sections.items():
         out.print(f"[bold]{words[section]}[/]")
         for sentence in sentences:
-            out.print(f"  {sentence.text} [dim][{', '.join(sentence.cites)}][/]", highlight=False)
+            cites = escape(f"[{', '.join(sentence.cites)}]")
+            out.print(f"  {escape(sentence.text)} [dim]{cites}[/]", highlight=False)
     out.print("[bold]Cases[/]")
     for hit in answer.hits:
         out.print(f"  {hit.rank}. {hit.score:.3f} {hit.record.kind} {hit.record.id}",
-                  highlight=False)
+                  markup=False, highlight=False)
 
 
 @app.command()

