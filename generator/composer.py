@@ -73,10 +73,6 @@ class GroundedComposer(Generator):
         if not hits:
             report.warnings.append(words["no_hits"])
             return report
-        best = max((h.cosine if h.cosine is not None else h.score) for h in hits)
-        if best < self.low_confidence:
-            report.warnings.append(words["low_confidence"].format(score=best,
-                                                                  threshold=self.low_confidence))
         sources = self._sources(hits, lang)
         if not sources:
             fallback = self._sources(hits, None)
@@ -91,6 +87,12 @@ class GroundedComposer(Generator):
         if not sources:
             report.warnings.append(words["no_reports"])
             return report
+        # confidence of the hits the text comes from: a perfect image match with no report
+        # (e.g. the query image itself) must not hide weak report matches
+        best = max(weight for _, weight in sources)
+        if best < self.low_confidence:
+            report.warnings.insert(0, words["low_confidence"].format(
+                score=best, threshold=self.low_confidence))
         single = 0
         for section in SECTIONS:
             clusters = self._cluster(sources, section)[:self.limits[section]]
@@ -106,13 +108,13 @@ class GroundedComposer(Generator):
         seen: set[str] = set()
         out = []
         for hit in hits:
-            weight = max(hit.cosine if hit.cosine is not None else hit.score, 1e-3)
+            weight = hit.cosine if hit.cosine is not None else hit.score
             for rec in [hit.record, *hit.linked]:
                 if rec.kind != "report" or rec.id in seen or not rec.text.strip():
                     continue
                 if lang is None or rec.lang == lang:
                     seen.add(rec.id)
-                    out.append((rec, weight))
+                    out.append((rec, max(weight, 1e-3)))
         return out
 
     def _cluster(self, sources: list[tuple[Record, float]], section: str) -> list[_Cluster]:

@@ -57,3 +57,12 @@ def test_low_confidence_and_empty_retrieval_warn():
     assert any("Low retrieval confidence" in w for w in low.warnings)
     empty = gen.generate([], QUERY, "en")
     assert empty.sections == {} and empty.warnings
+
+
+def test_confidence_comes_from_the_hits_that_give_the_text():
+    image = Record("img", "image", image="x.png", study="lonely")
+    weak = _report("r1", "en", "Lungs are clear.", "Normal.")
+    hits = [Hit(image, 1.0, 1, "faiss", "image->image", cosine=1.0),
+            Hit(weak, 0.2, 2, "faiss", "image->report", cosine=0.2)]
+    report = create_generator("composer", low_confidence=0.3).generate(hits, QUERY, "en")
+    assert "Low retrieval confidence" in report.warnings[0]
