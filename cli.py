@@ -29,18 +29,6 @@ INDEX_OPT = typer.Option(Path("indexes/default"), "--index", help="Index folder.
 JSON_OPT = typer.Option(False, "--json", help="Print one JSON document instead of text.")
 
 
-def _errors() -> tuple[type[BaseException], ...]:
-    from corpora.base import CorpusError
-    from indexers.base import VectorIndexError
-    from rag.backbones import BackboneError
-    from rag.encoder import EncoderError
-    from rag.images import ImageError
-    from rag.manifest import ManifestError
-
-    return (CorpusError, VectorIndexError, BackboneError, EncoderError, ImageError,
-            ManifestError, ValueError, FileNotFoundError)
-
-
 def fail(message: str) -> None:
     err.print(f"[bold red]error:[/] {message}", highlight=False)
     raise typer.Exit(1)
@@ -48,9 +36,11 @@ def fail(message: str) -> None:
 
 def _run(call):
     """Run a library call; known errors become one sentence and exit code 1."""
+    from rag.pipeline import USER_ERRORS
+
     try:
         return call()
-    except _errors() as exc:
+    except USER_ERRORS as exc:
         fail(str(exc))
 
 
@@ -176,7 +166,6 @@ def ask(
     as_json: bool = JSON_OPT,
 ):
     """Retrieve similar cases and write a draft report citing them (English or Chinese)."""
-    from generator.composer import phrases
     from rag import pipeline
 
     if lang not in ("en", "zh"):
@@ -190,7 +179,7 @@ def ask(
     if as_json:
         out.print_json(json.dumps(answer.to_dict(), ensure_ascii=False))
         return
-    words = phrases(lang)
+    words = pipeline.section_titles(lang)
     for warning in answer.report.warnings:
         out.print(f"[yellow]! {escape(warning)}[/]", highlight=False)
     for section, sentences in answer.report.sections.items():
@@ -208,9 +197,9 @@ def ask(
 def demo(dest: Path = typer.Option(Path("corpora/demo"), help="Where to build the corpus.")):
     """Build the demo corpus from registry packages: 3,955 Open-i chest X-ray reports
     (torchxrayvision) and real DICOM images (pydicom-data)."""
-    from corpora.demo import build_demo
+    from rag import pipeline
 
-    summary = _run(lambda: build_demo(dest))
+    summary = _run(lambda: pipeline.build_demo(dest))
     out.print(f"demo corpus in [bold]{dest}[/]: {summary}")
 
 
@@ -227,12 +216,12 @@ def train_encoder(
 ):
     """Stage 1: train the projection heads contrastively (symmetric InfoNCE) on the image-report
     pairs of the given corpora, split by patient/case; prints test Recall@K before and after."""
-    from rag.training import TrainConfig, train_heads
+    from rag import pipeline
 
     with _progress("features") as bar:
         task = bar.add_task("features", total=None)
-        result = _run(lambda: train_heads(
-            config, corpora, heads_out, run_dir, TrainConfig(epochs=epochs, seed=seed),
+        result = _run(lambda: pipeline.train_encoder(
+            config, corpora, heads_out, run_dir, epochs, seed,
             progress=lambda done, total: bar.update(task, completed=done, total=total)))
     summary = {"heads": str(result.heads_path), "counts": result.counts,
                "test_untrained": result.test_untrained, "test_trained": result.test_trained,

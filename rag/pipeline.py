@@ -10,10 +10,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from corpora.base import CorpusError
 from generator.base import Generator, create_generator
-from indexers.base import open_index
+from indexers.base import VectorIndexError, open_index
+from rag.backbones import BackboneError
 from rag.building import BuildSummary, Progress, build_index
-from rag.encoder import Encoder, create_encoder
+from rag.encoder import Encoder, EncoderError, create_encoder
+from rag.images import ImageError
 from rag.manifest import ManifestError, check_encoder, read_manifest
 from rag.store import RecordStore
 from rag.types import Hit, Query, Report
@@ -23,6 +26,11 @@ from retrievers.dense import DenseRetriever
 log = logging.getLogger(__name__)
 
 DEFAULT_INDEX = Path("indexes/default")
+# errors caused by what the user gave (paths, files, options, models): their message is
+# one sentence that says what to do, so the front ends print it instead of a traceback
+USER_ERRORS: tuple[type[BaseException], ...] = (
+    CorpusError, VectorIndexError, BackboneError, EncoderError, ImageError, ManifestError,
+    ValueError, FileNotFoundError)
 
 
 def index(corpus: str | Path, index_dir: str | Path = DEFAULT_INDEX, encoder: str = "default",
@@ -77,6 +85,29 @@ class Answer:
 
     def to_dict(self) -> dict[str, Any]:
         return {"report": self.report.to_dict(), "hits": [h.to_dict() for h in self.hits]}
+
+
+def section_titles(lang: str) -> dict[str, str]:
+    """Report section headings in a language, for printing a Report."""
+    from generator.composer import phrases
+
+    return {name: phrases(lang)[name] for name in ("findings", "impression")}
+
+
+def build_demo(dest: str | Path) -> dict[str, int]:
+    """The demo corpus from registry packages (Open-i reports, pydicom-data DICOM)."""
+    from corpora.demo import build_demo as build
+
+    return build(dest)
+
+
+def train_encoder(config: str, corpora: list[Path], out: Path, run_dir: Path, epochs: int,
+                  seed: int, progress: Progress | None = None):
+    """Stage 1: contrastive training of an encoder config's projection heads."""
+    from rag.training import TrainConfig, train_heads
+
+    return train_heads(config, corpora, out, run_dir, TrainConfig(epochs=epochs, seed=seed),
+                       progress=progress)
 
 
 def ask(session: Session, query: Query, lang: str | None = None) -> Answer:
