@@ -67,6 +67,8 @@ def index(
     """Detect the corpus format, encode images and texts, build FAISS and Qdrant indexes.
 
     Files that cannot be read are skipped, counted and listed; the build never stops for one.
+    An interrupted build leaves the old index in place; run the same command again to resume
+    (batches already encoded are reused).
     """
     from rag import pipeline
 

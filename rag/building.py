@@ -1,10 +1,12 @@
 """Index building: read a corpus, encode in batches, write the record store, vector indexes and
-manifest into a work folder, and swap it into place only when everything is written."""
+manifest into a work folder, and swap it into place only when everything is written.
+Encoded batches are kept until the build succeeds, so a crashed build resumes where it was."""
 from __future__ import annotations
 
 import hashlib
 import json
 import logging
+import os
 import shutil
 import time
 from collections.abc import Callable, Sequence
@@ -63,6 +65,52 @@ def read_records(corpus_dir: Path, fmt: str | None) -> tuple[list[Record], list[
     return records, problems, corpus.formats
 
 
+class BatchCache:
+    """Encoded batches of an unfinished build, kept on disk across a crash so that running
+    the same build again encodes only what is missing (encoding is most of a build's time).
+
+    A batch is keyed by its records' ids, texts and image files (size, mtime) under the
+    encoder's fingerprint, so a changed record or another encoder is encoded again.
+    """
+
+    def __init__(self, folder: Path, fingerprint: str):
+        self.root = folder
+        self.folder = folder / hashlib.sha256(fingerprint.encode()).hexdigest()[:16]
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.reused = 0
+
+    def _path(self, batch: Sequence[Record]) -> Path:
+        digest = hashlib.sha256()
+        for rec in batch:
+            path = rec.image_path()
+            stat = path.stat() if path is not None and path.exists() else None
+            digest.update(f"{rec.id}\0{rec.text}\0{stat and (stat.st_size, stat.st_mtime_ns)}"
+                          "\1".encode())
+        return self.folder / f"{digest.hexdigest()[:32]}.npz"
+
+    def encode(self, encoder: Encoder, batch: Sequence[Record],
+               problems: list[Problem]) -> tuple[list[Record], np.ndarray]:
+        path = self._path(batch)
+        if path.exists():
+            data = np.load(path, allow_pickle=False)
+            kept_ids = set(data["kept"].tolist())
+            problems += [Problem(*json.loads(p)) for p in data["problems"].tolist()]
+            self.reused += 1
+            return [r for r in batch if r.id in kept_ids], data["vectors"]
+        new_problems: list[Problem] = []
+        kept, vectors = _encode_batch(encoder, batch, new_problems)
+        tmp = path.with_suffix(".tmp.npz")
+        np.savez(tmp, kept=np.asarray([r.id for r in kept], dtype=str), vectors=vectors,
+                 problems=np.asarray([json.dumps([p.path, p.reason]) for p in new_problems],
+                                     dtype=str))
+        os.replace(tmp, path)
+        problems += new_problems
+        return kept, vectors
+
+    def clear(self) -> None:
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
 def _encode_batch(encoder: Encoder, batch: Sequence[Record],
                   problems: list[Problem]) -> tuple[list[Record], np.ndarray]:
     if batch[0].kind != "image":
@@ -97,6 +145,7 @@ def build_index(corpus_dir: str | Path, index_dir: str | Path, encoder: Encoder,
     work = index_dir.parent / f".{index_dir.name}.building"
     shutil.rmtree(work, ignore_errors=True)  # leftovers of a crashed build
     work.mkdir()
+    cache = BatchCache(index_dir.parent / f".{index_dir.name}.resume", encoder.fingerprint)
     store, indexes = None, []
     try:
         store = RecordStore(work / "records.sqlite")
@@ -107,7 +156,7 @@ def build_index(corpus_dir: str | Path, index_dir: str | Path, encoder: Encoder,
             of_kind = [r for r in records if r.kind == kind]
             for start in range(0, len(of_kind), batch_size):
                 batch = of_kind[start:start + batch_size]
-                kept, vectors = _encode_batch(encoder, batch, problems)
+                kept, vectors = cache.encode(encoder, batch, problems)
                 if kept:
                     rowids = np.asarray(store.add(kept), dtype=np.int64)
                     for index in indexes:
@@ -139,6 +188,9 @@ def build_index(corpus_dir: str | Path, index_dir: str | Path, encoder: Encoder,
         shutil.rmtree(work, ignore_errors=True)
         raise
     replace_dir(work, index_dir)
+    cache.clear()
+    if cache.reused:
+        log.info("resumed an unfinished build: %d encoded batches reused", cache.reused)
     return BuildSummary(index_dir, formats, counts, list(backends),
                         time.perf_counter() - started, problems)
 

@@ -35,10 +35,10 @@ USER_ERRORS: tuple[type[BaseException], ...] = (
 
 def index(corpus: str | Path, index_dir: str | Path = DEFAULT_INDEX, encoder: str = "default",
           backends: tuple[str, ...] = ("faiss", "qdrant"), fmt: str | None = None,
-          progress: Progress | None = None) -> BuildSummary:
+          progress: Progress | None = None, batch_size: int = 32) -> BuildSummary:
     """Detect the corpus format, encode every record, build the vector indexes."""
     return build_index(corpus, index_dir, create_encoder(encoder), encoder, backends, fmt,
-                       progress=progress)
+                       batch_size, progress)
 
 
 @dataclass

@@ -108,3 +108,31 @@ def test_failed_rebuild_keeps_the_old_index(built, tmp_path):
     with pytest.raises(Exception, match="empty"):
         pipeline.index(empty, index_dir, encoder="tiny")
     assert (index_dir / "manifest.json").read_text() == before
+
+
+def test_crashed_build_resumes_without_encoding_again(tmp_path, monkeypatch):
+    from rag.encoder import TowersEncoder
+
+    corpus = make_corpus(tmp_path / "corpus")  # 18 good images + 1 broken, batches of 8
+    real = TowersEncoder.encode_images
+    encoded = []
+
+    def crash_on_second_batch(self, images):
+        if len(encoded) == 1:
+            raise KeyboardInterrupt("simulated crash")
+        encoded.append(len(images))
+        return real(self, images)
+
+    monkeypatch.setattr(TowersEncoder, "encode_images", crash_on_second_batch)
+    with pytest.raises(KeyboardInterrupt):
+        pipeline.index(corpus, tmp_path / "index", encoder="tiny", batch_size=8)
+    assert not (tmp_path / "index").exists() and encoded == [8]
+    assert list((tmp_path / ".index.resume").rglob("*.npz"))  # the first batch survived
+
+    monkeypatch.setattr(TowersEncoder, "encode_images",
+                        lambda self, images: encoded.append(len(images)) or real(self, images))
+    summary = pipeline.index(corpus, tmp_path / "index", encoder="tiny", batch_size=8)
+    assert encoded == [8, 8, 2]  # only the two missing batches were encoded
+    assert summary.counts["image"]["chest-xray"] == 18
+    assert any("broken.png" in p.path for p in summary.problems)
+    assert not (tmp_path / ".index.resume").exists()
