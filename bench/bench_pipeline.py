@@ -38,6 +38,7 @@ def main() -> None:
     parser.add_argument("--backend", default="faiss")
     parser.add_argument("--repeat", type=int, default=20)
     parser.add_argument("--skip-build", action="store_true")
+    parser.add_argument("--image", help="query image (default: the index's first image)")
     args = parser.parse_args()
 
     if not args.skip_build:
@@ -46,10 +47,13 @@ def main() -> None:
         print(f"build: {summary.seconds:.1f} s for {total} records "
               f"({total / summary.seconds:.1f} records/s), {len(summary.problems)} problems, "
               f"backends {', '.join(summary.backends)}")
-    store = RecordStore(args.index / "records.sqlite", readonly=True)
-    rowid = store.ids_where("image")[0]
-    image = str(store.get([rowid])[rowid].image_path())
-    store.close()
+    image = args.image
+    if image is None:
+        store = RecordStore(args.index / "records.sqlite", readonly=True)
+        rowid = store.ids_where("image")[0]
+        image = str(store.get([rowid])[rowid].image_path())
+        store.close()
+    print(f"query image: {image}")
     started = time.perf_counter()
     session = pipeline.open_session(args.index, backend=args.backend)
     print(f"open session (load encoder + index): {time.perf_counter() - started:.2f} s")
