@@ -20,6 +20,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
                        "medical images, offline.")
 train_app = typer.Typer(no_args_is_help=True, help="Train caselens models.")
 app.add_typer(train_app, name="train")
+corpus_app = typer.Typer(no_args_is_help=True, help="Look at corpus folders.")
+app.add_typer(corpus_app, name="corpus")
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
 
@@ -203,6 +205,29 @@ def demo(dest: Path = typer.Option(Path("corpora/demo"), help="Where to build th
 
     summary = _run(lambda: pipeline.build_demo(dest))
     out.print(f"demo corpus in [bold]{dest}[/]: {summary}")
+
+
+@corpus_app.command("inspect")
+def corpus_inspect(
+    corpus: Path = typer.Argument(..., help="Corpus folder."),
+    fmt: str | None = typer.Option(None, "--format", help="Force a corpus format."),
+    as_json: bool = JSON_OPT,
+):
+    """Say what `index` would read from a folder, without building anything: detected
+    format(s), counts per kind, modality, domain and language, and every unusable file."""
+    from rag import pipeline
+
+    report = _run(lambda: pipeline.inspect_corpus(corpus, fmt))
+    if as_json:
+        out.print_json(json.dumps(report, ensure_ascii=False))
+        return
+    out.print(f"{report['root']}: {', '.join(report['formats'])}", markup=False)
+    for kind, groups in report["by_kind"].items():
+        out.print(f"  {kind}: {sum(groups.values())} ("
+                  f"{', '.join(f'{g} {n}' for g, n in sorted(groups.items()))})", markup=False)
+    out.print(f"  {len(report['problems'])} file(s) cannot be used", markup=False)
+    for problem in report["problems"]:
+        out.print(f"    {problem['path']}: {problem['reason']}", markup=False, highlight=False)
 
 
 @train_app.command("encoder")

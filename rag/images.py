@@ -49,6 +49,22 @@ def load_image(path: str | Path) -> Image.Image:
                          "(is it a corrupt or unsupported file?)") from err
 
 
+def check_image(path: str | Path) -> None:
+    """A cheap readability check (no full decode): ImageError when the file cannot be an image.
+    DICOM pixel data is checked by the DICOM reader; here only ordinary image files."""
+    path = Path(path)
+    if not path.is_file():
+        raise ImageError(f"image not found: {path} (check the path)")
+    if is_dicom(path) or path.suffix.lower() in DICOM_SUFFIXES:
+        return
+    try:
+        with Image.open(path) as img:
+            img.verify()
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+        raise ImageError(f"cannot read image {path}: {err} "
+                         "(is it a corrupt or unsupported file?)") from err
+
+
 def _to_rgb(img: Image.Image) -> Image.Image:
     if img.mode in ("I;16", "I;16B", "I", "F"):
         return Image.fromarray(_scale_to_uint8(np.asarray(img, dtype=np.float32))).convert("RGB")

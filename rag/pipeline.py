@@ -16,7 +16,7 @@ from indexers.base import VectorIndexError, open_index
 from rag.backbones import BackboneError
 from rag.building import BuildSummary, Progress, build_index
 from rag.encoder import Encoder, EncoderError, create_encoder
-from rag.images import ImageError
+from rag.images import ImageError, check_image
 from rag.manifest import ManifestError, check_encoder, read_manifest
 from rag.store import RecordStore
 from rag.types import Hit, Query, Report
@@ -85,6 +85,37 @@ class Answer:
 
     def to_dict(self) -> dict[str, Any]:
         return {"report": self.report.to_dict(), "hits": [h.to_dict() for h in self.hits]}
+
+
+def inspect_corpus(corpus: str | Path, fmt: str | None = None) -> dict[str, Any]:
+    """What `index` would read, without encoding: formats, counts by kind / modality / domain /
+    language, and every file that cannot be used, with the reason."""
+    from collections import Counter
+
+    from corpora.base import open_corpus
+    from rag.types import Problem
+
+    found = open_corpus(corpus, fmt)
+    counts: dict[str, Counter] = {name: Counter() for name in ("kind", "modality", "domain", "lang")}
+    by_kind: dict[str, Counter] = {}
+    problems = []
+    for item in found.read():
+        if isinstance(item, Problem):
+            problems.append({"path": item.path, "reason": item.reason})
+            continue
+        if item.kind == "image":
+            try:
+                check_image(item.image_path())
+            except ImageError as err:
+                problems.append({"path": item.image, "reason": str(err)})
+                continue
+        for name, counter in counts.items():
+            counter[getattr(item, name) or "-"] += 1
+        by_kind.setdefault(item.kind, Counter())[f"{item.domain or '-'}/{item.lang or '-'}"] += 1
+    return {"root": str(found.root), "formats": found.formats,
+            "counts": {name: dict(counter) for name, counter in counts.items()},
+            "by_kind": {kind: dict(counter) for kind, counter in by_kind.items()},
+            "problems": problems}
 
 
 def section_titles(lang: str) -> dict[str, str]:

@@ -90,3 +90,19 @@ def test_other_encoder_is_refused(index_dir, tmp_path):
     result = runner.invoke(app, ["search", "--text", "effusion", "--index", str(idx),
                                  "--encoder", str(tmp_path / "other.json")])
     assert result.exit_code == 1 and "rebuild the index" in result.stderr
+
+
+def test_corpus_inspect_counts_and_lists_problems_without_building(tmp_path):
+    corpus = make_corpus(tmp_path / "corpus", n_per_class=2)
+    result = runner.invoke(app, ["corpus", "inspect", str(corpus), "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["formats"] == ["generic:."]
+    assert report["counts"]["kind"] == {"image": 6, "report": 12}
+    assert [p["path"] for p in report["problems"]] == ["img/broken.png"]
+    assert report["by_kind"]["report"] == {"chest-xray/en": 6, "chest-xray/zh": 6}
+    assert not (tmp_path / "indexes").exists()
+    text = runner.invoke(app, ["corpus", "inspect", str(corpus)])
+    assert "generic" in text.stdout and "cannot be used" in text.stdout
+    bad = runner.invoke(app, ["corpus", "inspect", str(tmp_path / "missing")])
+    assert bad.exit_code == 1 and "not found" in bad.stderr
