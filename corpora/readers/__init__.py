@@ -5,5 +5,6 @@ from corpora.readers import (  # noqa: F401
     dicom,
     generic,
     medpix,
+    openi_csv,
     openi_xml,
 )

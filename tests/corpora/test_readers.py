@@ -138,3 +138,30 @@ def test_detection_is_by_content_and_errors_say_what_to_do(tmp_path):
     fixtures.openi_xml(parts / "reports" / "ecgen-radiology" / "1.xml", "CXR1", "Clear.", "Normal.")
     fixtures.dicom(parts / "pacs" / "IM1")
     assert open_corpus(parts).formats == ["dicom:pacs", "openi_xml:reports"]
+
+
+def test_openi_csv_with_bilingual_rewrites_shares_one_study_per_uid(tmp_path):
+    import csv
+
+    root = tmp_path / "iu"
+    root.mkdir()
+    with open(root / "indiana_reports.csv", "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["uid", "MeSH", "Problems", "image", "indication", "comparison",
+                         "findings", "impression"])
+        writer.writerow(["7", "normal", "normal", "Xray", "Cough", "None.", "Lungs clear.",
+                         "Normal chest."])
+        writer.writerow(["8", "", "", "", "", "", "", ""])
+    fixtures.png(root / "images" / "7_1.png")
+    for lang, text in (("en", "The lungs are clear."), ("zh", "双肺清晰。")):
+        (root / f"openi-{lang}.json").write_text(json.dumps({"annotations": [
+            {"image_id": "7_1", "caption": text}, {"image_id": "7_2", "caption": text},
+            {"image_id": "", "caption": ""}]}, ensure_ascii=False), encoding="utf-8")
+    corpus, records, problems = read(root)
+    assert corpus.formats == ["openi_csv:."]
+    assert {r.study for r in records} == {"openi:CXR7"}
+    assert sorted((r.kind, r.lang, r.source) for r in records) == [
+        ("image", "", "openi"), ("report", "en", "openi"), ("report", "en", "openi-xrayglm"),
+        ("report", "zh", "openi-xrayglm")]
+    assert [p.path for p in problems] == ["indiana_reports.csv:3", "openi-en.json:?",
+                                          "openi-zh.json:?"]

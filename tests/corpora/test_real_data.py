@@ -60,3 +60,10 @@ def test_demo_corpus_from_registry_packages(tmp_path):
         assert np.asarray(load_image(path)).std() > 1, path.name
     assert demo_image(tmp_path / "demo").exists()
     build_demo(tmp_path / "demo")  # idempotent rebuild
+
+
+def test_openi_csv_and_bilingual_pairs():
+    formats, kinds, problems = counts(shared_subdir("openi-iu-xray"))
+    assert formats == ["openi_csv:."]
+    assert kinds[("report", "zh")] > 3000 and kinds[("report", "en")] > 6000
+    assert kinds[("image", "")] == 5 and len(problems) < 50
