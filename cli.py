@@ -198,12 +198,16 @@ def ask(
 
 
 @app.command()
-def demo(dest: Path = typer.Option(Path("corpora/demo"), help="Where to build the corpus.")):
+def demo(dest: Path = typer.Option(Path("corpora/demo"), help="Where to build the corpus."),
+         as_json: bool = JSON_OPT):
     """Build the demo corpus from registry packages: 3,955 Open-i chest X-ray reports
     (torchxrayvision) and real DICOM images (pydicom-data)."""
     from rag import pipeline
 
     summary = _run(lambda: pipeline.build_demo(dest))
+    if as_json:
+        out.print_json(json.dumps({"corpus": str(dest), **summary}))
+        return
     out.print(f"demo corpus in [bold]{dest}[/]: {summary}")
 
 
