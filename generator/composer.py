@@ -104,16 +104,18 @@ class GroundedComposer(Generator):
 
     @staticmethod
     def _sources(hits: list[Hit], lang: str | None) -> list[tuple[Record, float]]:
-        """Report records reachable from the hits (the hit itself or its study's reports)."""
-        seen: set[str] = set()
+        """Report records reachable from the hits (the hit itself or its study's reports), one
+        per study and language: two versions of one study's report are one voice, not two."""
+        seen: set[tuple[str, str]] = set()
         out = []
         for hit in hits:
             weight = hit.cosine if hit.cosine is not None else hit.score
             for rec in [hit.record, *hit.linked]:
-                if rec.kind != "report" or rec.id in seen or not rec.text.strip():
+                key = (rec.study or rec.id, rec.lang)
+                if rec.kind != "report" or key in seen or not rec.text.strip():
                     continue
                 if lang is None or rec.lang == lang:
-                    seen.add(rec.id)
+                    seen.add(key)
                     out.append((rec, max(weight, 1e-3)))
         return out
 

@@ -66,3 +66,12 @@ def test_confidence_comes_from_the_hits_that_give_the_text():
             Hit(weak, 0.2, 2, "faiss", "image->report", cosine=0.2)]
     report = create_generator("composer", low_confidence=0.3).generate(hits, QUERY, "en")
     assert "Low retrieval confidence" in report.warnings[0]
+
+
+def test_two_versions_of_one_study_count_as_one_source():
+    a = _report("s1-a", "en", "Small right effusion.", "Effusion.", study="s1")
+    b = _report("s1-b", "en", "Small right effusion.", "Effusion.", study="s1")
+    hit = _hits(a)[0]
+    hit.linked = [b]
+    report = create_generator("composer").generate([hit], QUERY, "en")
+    assert report.sections["findings"][0].cites == ["s1-a"]
