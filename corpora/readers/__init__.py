@@ -5,6 +5,7 @@ from corpora.readers import (  # noqa: F401
     dicom,
     generic,
     medpix,
+    medquad,
     openi_csv,
     openi_xml,
 )

@@ -165,3 +165,26 @@ def test_openi_csv_with_bilingual_rewrites_shares_one_study_per_uid(tmp_path):
         ("report", "zh", "openi-xrayglm")]
     assert [p.path for p in problems] == ["indiana_reports.csv:3", "openi-en.json:?",
                                           "openi-zh.json:?"]
+
+
+def test_medquad_both_schemas_as_knowledge_passages(tmp_path):
+    root = tmp_path / "kb" / "2_GARD_QA"
+    root.mkdir(parents=True)
+    (root / "1.xml").write_text(
+        '<?xml version="1.0"?><Document id="1" source="GARD" url="http://x"><Focus>ABCD</Focus>'
+        '<QAPairs><QAPair pid="1"><Question qid="1-1" qtype="symptoms">What are the symptoms?'
+        "</Question><Answer>Deafness and albinism.</Answer></QAPair>"
+        '<QAPair pid="2"><Question qid="1-2" qtype="cause">Cause?</Question><Answer/></QAPair>'
+        "</QAPairs></Document>")
+    (root / "2.xml").write_text(
+        '<doc docid="2" corpus="NINDS"><doctitle-focus>Holmes-Adie</doctitle-focus><qaPairs>'
+        '<pair pid="1"><question qid="2-1" qtype="information">what is it ?</question>'
+        "<answer>A pupil disorder.</answer></pair></qaPairs></doc>")
+    (root / "3.xml").write_text("<Document><broken")
+    corpus, records, problems = read(tmp_path / "kb")
+    assert corpus.formats == ["medquad:."]
+    assert sorted(r.text for r in records) == ["What are the symptoms?\nDeafness and albinism.",
+                                                "what is it ?\nA pupil disorder."]
+    assert all(r.kind == "guideline" and r.license.startswith("CC BY") for r in records)
+    assert records[0].meta["qtype"] in ("symptoms", "information")
+    assert [p.path for p in problems] == ["2_GARD_QA/3.xml"]

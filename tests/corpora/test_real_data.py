@@ -67,3 +67,8 @@ def test_openi_csv_and_bilingual_pairs():
     assert formats == ["openi_csv:."]
     assert kinds[("report", "zh")] > 3000 and kinds[("report", "en")] > 6000
     assert kinds[("image", "")] == 5 and len(problems) < 50
+
+
+def test_medquad():
+    formats, kinds, problems = counts(shared_subdir("medquad"))
+    assert formats == ["medquad:."] and kinds[("guideline", "en")] > 16000 and not problems

@@ -1,0 +1,66 @@
+"""MedQuAD: consumer-health question-answer pairs from NIH sites, one XML <Document> per topic
+(`<Focus>`, `<QAPairs><QAPair><Question qtype=...>`, `<Answer>`), read as knowledge passages
+(kind "guideline"). Pairs whose answer was removed upstream are skipped silently: that is the
+data set's documented state, not a reading problem."""
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from collections.abc import Iterator
+from itertools import islice
+from pathlib import Path
+
+from corpora.base import CorpusReader, register_reader
+from rag.types import Problem, Record, stable_id
+
+LICENSE = "CC BY 4.0 (MedQuAD, Ben Abacha & Demner-Fushman 2019)"
+# a few files use older schemas: <DiseaseFile fid>, or lower-case <doc docid><qaPairs><pair>
+TAGS = {"Document": ("id", "source", "Focus", "QAPair", "Question", "Answer"),
+        "DiseaseFile": ("fid", "source", "Focus", "QAPair", "Question", "Answer"),
+        "doc": ("docid", "corpus", "doctitle-focus", "pair", "question", "answer")}
+
+
+def _is_medquad(path: Path) -> bool:
+    try:
+        root = ET.parse(path).getroot()
+    except (ET.ParseError, OSError):
+        return False
+    return root.tag in TAGS
+
+
+@register_reader("medquad")
+class MedQuadReader(CorpusReader):
+    priority = 20
+
+    @classmethod
+    def detect(cls, root: Path) -> bool:
+        shallow = (p for pattern in ("*.xml", "*/*.xml") for p in root.glob(pattern))
+        sample = list(islice((p for p in shallow if p.is_file()), 5))
+        return bool(sample) and any(_is_medquad(p) for p in sample)
+
+    def read(self) -> Iterator[Record | Problem]:
+        for path in sorted(self.root.rglob("*.xml")):
+            rel = path.relative_to(self.root).as_posix()
+            try:
+                doc = ET.parse(path).getroot()
+            except (ET.ParseError, OSError) as err:
+                yield Problem(rel, f"unreadable XML: {err}")
+                continue
+            if doc.tag not in TAGS:
+                yield Problem(rel, f"not a MedQuAD document (root element {doc.tag})")
+                continue
+            id_attr, site_attr, focus_tag, pair_tag, question_tag, answer_tag = TAGS[doc.tag]
+            doc_id = doc.get(id_attr) or rel
+            focus = (doc.findtext(focus_tag) or "").strip()
+            site = doc.get(site_attr, "")
+            for pair in doc.iter(pair_tag):
+                question = pair.find(question_tag)
+                answer = (pair.findtext(answer_tag) or "").strip()
+                if question is None or not answer:
+                    continue
+                qid = question.get("qid") or f"{doc_id}-{pair.get('pid', '')}"
+                text = f"{(question.text or '').strip()}\n{answer}"
+                yield Record(stable_id("medquad", qid), "guideline", lang="en", text=text,
+                             study=f"medquad:{doc_id}", source="medquad",
+                             license=LICENSE,
+                             meta={"focus": focus, "qtype": question.get("qtype", ""),
+                                   "site": site, "url": doc.get("url", ""), "file": rel})
