@@ -3,15 +3,30 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
+from collections.abc import Iterator
 from pathlib import Path
 
 from rag.images import is_image_file
 
 
+def read_text(path: Path) -> str:
+    """UTF-8 (with or without BOM), else GB18030: Chinese CSVs such as COV-CTR's upstream
+    file are GBK-encoded on some systems."""
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        return data.decode("gb18030")
+
+
+def csv_rows(path: Path) -> Iterator[dict[str, str]]:
+    return csv.DictReader(io.StringIO(read_text(path), newline=""))
+
+
 def csv_header(path: Path) -> set[str]:
     try:
-        with open(path, newline="", encoding="utf-8-sig") as handle:
-            return set(next(csv.reader(handle), []))
+        return set(next(csv.reader(io.StringIO(read_text(path), newline="")), []))
     except (OSError, UnicodeDecodeError, csv.Error):
         return set()
 

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from corpora.base import CorpusReader, register_reader
-from corpora.readers._util import csv_header, image_files, report_text, sections
+from corpora.readers._util import csv_header, csv_rows, image_files, report_text, sections
 from rag.types import Problem, Record, stable_id
 
 COLUMNS = {"image_id", "findings", "impression", "reports_En"}
@@ -27,38 +27,35 @@ class CovCtrReader(CorpusReader):
         return _csv(root) is not None
 
     def read(self) -> Iterator[Record | Problem]:
-        import csv
-
         table = _csv(self.root)
         images = image_files(self.root)
         used: set[str] = set()
-        with open(table, newline="", encoding="utf-8-sig") as handle:
-            for line, row in enumerate(csv.DictReader(handle), 2):
-                name = (row.get("image_id") or "").strip()
-                if not name:
-                    yield Problem(f"{table.name}:{line}", "row without image_id")
-                    continue
-                study = f"covctr:{name}"
-                meta = {"split_group": name.split("%")[0], "covid": row.get("COVID", "")}
-                # a few images have two report rows: both reports join the image's study
-                key = name if name not in used else f"{name}#{line}"
-                if name not in used:
-                    used.add(name)
-                    if name in images:
-                        yield self._image(images[name], study, meta)
-                    else:
-                        yield Problem(name, "image listed in the report table is missing")
-                findings, impression = row.get("findings", ""), row.get("impression", "")
-                if findings.strip() or impression.strip():
-                    yield Record(stable_id("cov-ctr", key, "zh"), "report", lang="zh",
-                                 text=report_text(findings, impression, "zh"), study=study,
-                                 meta={**meta, "sections": sections(findings, impression),
-                                       "terms": row.get("terminologies", "")}, **BASE)
-                english = (row.get("reports_En") or "").strip()
-                if english:
-                    yield Record(stable_id("cov-ctr", key, "en"), "report", lang="en",
-                                 text=english, study=study,
-                                 meta={**meta, "sections": {"findings": english}}, **BASE)
+        for line, row in enumerate(csv_rows(table), 2):
+            name = (row.get("image_id") or "").strip()
+            if not name:
+                yield Problem(f"{table.name}:{line}", "row without image_id")
+                continue
+            study = f"covctr:{name}"
+            meta = {"split_group": name.split("%")[0], "covid": row.get("COVID", "")}
+            # a few images have two report rows: both reports join the image's study
+            key = name if name not in used else f"{name}#{line}"
+            if name not in used:
+                used.add(name)
+                if name in images:
+                    yield self._image(images[name], study, meta)
+                else:
+                    yield Problem(name, "image listed in the report table is missing")
+            findings, impression = row.get("findings", ""), row.get("impression", "")
+            if findings.strip() or impression.strip():
+                yield Record(stable_id("cov-ctr", key, "zh"), "report", lang="zh",
+                             text=report_text(findings, impression, "zh"), study=study,
+                             meta={**meta, "sections": sections(findings, impression),
+                                   "terms": row.get("terminologies", "")}, **BASE)
+            english = (row.get("reports_En") or "").strip()
+            if english:
+                yield Record(stable_id("cov-ctr", key, "en"), "report", lang="en",
+                             text=english, study=study,
+                             meta={**meta, "sections": {"findings": english}}, **BASE)
         for name, path in images.items():
             if name not in used:  # images without a report row still count as cases
                 yield self._image(path, f"covctr:{name}", {"split_group": name.split("%")[0]})

@@ -2,12 +2,11 @@
 clinical notes of their source. Patient ids are hashed; date, place, age and sex are left out."""
 from __future__ import annotations
 
-import csv
 from collections.abc import Iterator
 from pathlib import Path
 
 from corpora.base import CorpusReader, register_reader
-from corpora.readers._util import csv_header, hashed, image_files
+from corpora.readers._util import csv_header, csv_rows, hashed, image_files
 from rag.types import Problem, Record, stable_id
 
 COLUMNS = {"patientid", "filename", "modality", "clinical_notes"}
@@ -24,28 +23,27 @@ class CovidChestXrayReader(CorpusReader):
 
     def read(self) -> Iterator[Record | Problem]:
         images = image_files(self.root)
-        with open(self.root / "metadata.csv", newline="", encoding="utf-8-sig") as handle:
-            for line, row in enumerate(csv.DictReader(handle), 2):
-                name = (row.get("filename") or "").strip()
-                if not name:
-                    yield Problem(f"metadata.csv:{line}", "row without filename")
-                    continue
-                modality = MODALITY.get(row.get("modality", ""), "other")
-                base = dict(modality=modality, body_part="chest", domain=f"chest-{modality}",
-                            source="covid-chestxray", license=(row.get("license") or "").strip(),
-                            study=f"covidcxr:{name}")
-                meta = {"split_group": "patient:" + hashed(row.get("patientid", "")),
-                        "view": row.get("view", ""), "finding": row.get("finding", ""),
-                        "doi": row.get("doi", "")}
-                path = images.get(name)
-                if path is None:
-                    yield Problem(name, "image listed in metadata.csv is missing")
-                else:
-                    rel = path.relative_to(self.root).as_posix()
-                    yield Record(stable_id("covid-chestxray", rel), "image", image=rel,
-                                 meta=dict(meta), root=str(self.root), **base)
-                notes = (row.get("clinical_notes") or "").strip()
-                if notes:
-                    yield Record(stable_id("covid-chestxray", name, "notes"), "report",
-                                 lang="en", text=notes, meta={**meta, "sections":
-                                                              {"findings": notes}}, **base)
+        for line, row in enumerate(csv_rows(self.root / "metadata.csv"), 2):
+            name = (row.get("filename") or "").strip()
+            if not name:
+                yield Problem(f"metadata.csv:{line}", "row without filename")
+                continue
+            modality = MODALITY.get(row.get("modality", ""), "other")
+            base = dict(modality=modality, body_part="chest", domain=f"chest-{modality}",
+                        source="covid-chestxray", license=(row.get("license") or "").strip(),
+                        study=f"covidcxr:{name}")
+            meta = {"split_group": "patient:" + hashed(row.get("patientid", "")),
+                    "view": row.get("view", ""), "finding": row.get("finding", ""),
+                    "doi": row.get("doi", "")}
+            path = images.get(name)
+            if path is None:
+                yield Problem(name, "image listed in metadata.csv is missing")
+            else:
+                rel = path.relative_to(self.root).as_posix()
+                yield Record(stable_id("covid-chestxray", rel), "image", image=rel,
+                             meta=dict(meta), root=str(self.root), **base)
+            notes = (row.get("clinical_notes") or "").strip()
+            if notes:
+                yield Record(stable_id("covid-chestxray", name, "notes"), "report",
+                             lang="en", text=notes, meta={**meta, "sections":
+                                                          {"findings": notes}}, **base)

@@ -4,13 +4,12 @@ when present. All of one uid is one study, shared with the XML reader's `openi:C
 an English hit links its Chinese version and `ask --lang zh` can quote Chinese text."""
 from __future__ import annotations
 
-import csv
 import json
 from collections.abc import Iterator
 from pathlib import Path
 
 from corpora.base import CorpusReader, register_reader
-from corpora.readers._util import csv_header, image_files, report_text, sections
+from corpora.readers._util import csv_header, csv_rows, image_files, report_text, sections
 from rag.types import Problem, Record, stable_id
 
 REPORTS = "indiana_reports.csv"
@@ -29,19 +28,18 @@ class OpenICsvReader(CorpusReader):
 
     def read(self) -> Iterator[Record | Problem]:
         images = image_files(self.root)
-        with open(self.root / REPORTS, newline="", encoding="utf-8-sig") as handle:
-            for line, row in enumerate(csv.DictReader(handle), 2):
-                uid = (row.get("uid") or "").strip()
-                findings, impression = row.get("findings") or "", row.get("impression") or ""
-                if not uid or not (findings.strip() or impression.strip()):
-                    yield Problem(f"{REPORTS}:{line}", "row without uid, findings or impression")
-                    continue
-                yield Record(stable_id("openi", "csv", uid), "report", lang="en",
-                             text=report_text(findings, impression, "en"), study=f"openi:CXR{uid}",
-                             source="openi", license="Open-i terms of use",
-                             meta={"sections": sections(findings, impression), "split_group": uid,
-                                   "mesh": row.get("MeSH", ""),
-                                   "indication": row.get("indication", "")}, **BASE)
+        for line, row in enumerate(csv_rows(self.root / REPORTS), 2):
+            uid = (row.get("uid") or "").strip()
+            findings, impression = row.get("findings") or "", row.get("impression") or ""
+            if not uid or not (findings.strip() or impression.strip()):
+                yield Problem(f"{REPORTS}:{line}", "row without uid, findings or impression")
+                continue
+            yield Record(stable_id("openi", "csv", uid), "report", lang="en",
+                         text=report_text(findings, impression, "en"), study=f"openi:CXR{uid}",
+                         source="openi", license="Open-i terms of use",
+                         meta={"sections": sections(findings, impression), "split_group": uid,
+                               "mesh": row.get("MeSH", ""),
+                               "indication": row.get("indication", "")}, **BASE)
         for name, path in images.items():
             uid = name.split("_")[0]
             if uid.isdigit():

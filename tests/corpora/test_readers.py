@@ -188,3 +188,12 @@ def test_medquad_both_schemas_as_knowledge_passages(tmp_path):
     assert all(r.kind == "guideline" and r.license.startswith("CC BY") for r in records)
     assert records[0].meta["qtype"] in ("symptoms", "information")
     assert [p.path for p in problems] == ["2_GARD_QA/3.xml"]
+
+
+def test_gbk_encoded_cov_ctr_table_reads_the_same(tmp_path):
+    root = fixtures.covctr(tmp_path / "gbk")
+    table = root / "reports.csv"
+    table.write_bytes(table.read_text(encoding="utf-8").encode("gbk"))
+    _, records, _ = read(root)
+    zh = next(r for r in records if r.lang == "zh" and r.study == "covctr:a%0.png")
+    assert "磨玻璃影" in zh.text
