@@ -5,6 +5,7 @@ import csv
 import hashlib
 import io
 from collections.abc import Iterator
+from itertools import islice
 from pathlib import Path
 
 from rag.images import is_image_file
@@ -38,6 +39,13 @@ def image_files(root: Path) -> dict[str, Path]:
         if path.is_file() and is_image_file(path):
             found.setdefault(path.name, path)
     return found
+
+
+def shallow_xml_sample(root: Path, n: int = 5) -> list[Path]:
+    """A few XML files from the folder or one level down, never deeper: a corpus made of parts
+    is then split into its parts rather than claimed whole by one reader."""
+    shallow = (p for pattern in ("*.xml", "*/*.xml") for p in root.glob(pattern))
+    return list(islice((p for p in shallow if p.is_file()), n))
 
 
 def hashed(value: str, n: int = 16) -> str:

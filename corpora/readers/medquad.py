@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
-from itertools import islice
 from pathlib import Path
 
 from corpora.base import CorpusReader, register_reader
+from corpora.readers._util import shallow_xml_sample
 from rag.types import Problem, Record, stable_id
 
 LICENSE = "CC BY 4.0 (MedQuAD, Ben Abacha & Demner-Fushman 2019)"
@@ -33,9 +33,7 @@ class MedQuadReader(CorpusReader):
 
     @classmethod
     def detect(cls, root: Path) -> bool:
-        shallow = (p for pattern in ("*.xml", "*/*.xml") for p in root.glob(pattern))
-        sample = list(islice((p for p in shallow if p.is_file()), 5))
-        return bool(sample) and any(_is_medquad(p) for p in sample)
+        return any(_is_medquad(p) for p in shallow_xml_sample(root))
 
     def read(self) -> Iterator[Record | Problem]:
         for path in sorted(self.root.rglob("*.xml")):

@@ -7,11 +7,10 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
-from itertools import islice
 from pathlib import Path
 
 from corpora.base import CorpusReader, register_reader
-from corpora.readers._util import image_files, report_text, sections
+from corpora.readers._util import image_files, report_text, sections, shallow_xml_sample
 from rag.types import Problem, Record, stable_id
 
 BASE = dict(modality="xray", body_part="chest", domain="chest-xray", source="openi")
@@ -36,11 +35,7 @@ class OpenIXmlReader(CorpusReader):
 
     @classmethod
     def detect(cls, root: Path) -> bool:
-        # the XMLs sit in the folder or one level down (ecgen-radiology/), not deeper, so a
-        # corpus made of parts is split into its parts rather than claimed whole
-        shallow = (p for pattern in ("*.xml", "*/*.xml") for p in root.glob(pattern))
-        sample = list(islice((p for p in shallow if p.is_file()), 5))
-        return bool(sample) and any(_is_ecitation(p) for p in sample)
+        return any(_is_ecitation(p) for p in shallow_xml_sample(root))
 
     def read(self) -> Iterator[Record | Problem]:
         images = image_files(self.root)
