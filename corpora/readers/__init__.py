@@ -4,6 +4,7 @@ from corpora.readers import (  # noqa: F401
     covid_chestxray,
     dicom,
     generic,
+    guidelines,
     medpix,
     medquad,
     openi_csv,
