@@ -1,10 +1,12 @@
-"""Folders of DICOM files (a PACS export): one image record per object with pixel data.
+"""Folders of DICOM files (a PACS export): image records from the objects with pixel data.
 
+A multi-slice series is indexed by a few representative slices that keep the series link.
 Only non-identifying header fields are read into records; study and series UIDs are hashed,
 since a UID can be traced back to a patient.
 """
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Iterator
 from itertools import islice
 from pathlib import Path
@@ -20,6 +22,31 @@ MODALITIES = {"CR": "xray", "DX": "xray", "DR": "xray", "RG": "xray", "MG": "xra
 PIXEL_TAGS = (0x7FE00010, 0x7FE00008, 0x7FE00009)  # PixelData, Float, DoubleFloat
 DESCRIBE = ("Modality", "BodyPartExamined", "StudyDescription", "SeriesDescription",
             "ViewPosition")
+
+
+MAX_SLICES = 3  # representative slices indexed per multi-slice series
+
+
+def _slice_order(ds, rel: str) -> tuple:
+    """Position along the patient axis when the header has it, else instance number."""
+    position = ds.get("ImagePositionPatient")
+    z = float(position[2]) if position is not None and len(position) == 3 else float("nan")
+    number = int(ds.get("InstanceNumber", 0) or 0)
+    return (0, z, rel) if z == z else (1, number, rel)
+
+
+def representatives(members: list[tuple[tuple, Record]]) -> Iterator[Record]:
+    """A series of many slices is indexed by a few spread along it (at 1/4, 1/2 and 3/4 of
+    its length): neighbouring slices look alike and would crowd the results. Every record
+    keeps the series id and size, so a hit leads back to the whole series."""
+    members.sort(key=lambda item: item[0])
+    count = len(members)
+    picks = range(count) if count <= MAX_SLICES else sorted(
+        {count * (i + 1) // (MAX_SLICES + 1) for i in range(MAX_SLICES)})
+    for index in picks:
+        record = members[index][1]
+        record.meta.update(series_size=count, slice_index=index)
+        yield record
 
 
 def _files(root: Path) -> Iterator[Path]:
@@ -40,6 +67,7 @@ class DicomReader(CorpusReader):
         import pydicom
         from pydicom.errors import InvalidDicomError
 
+        series: dict[str, list[tuple[tuple, Record]]] = defaultdict(list)
         for path in _files(self.root):
             if not is_dicom(path):
                 continue
@@ -64,7 +92,10 @@ class DicomReader(CorpusReader):
                     "rows": int(ds.get("Rows", 0) or 0), "cols": int(ds.get("Columns", 0) or 0),
                     "transfer_syntax": syntax.name if syntax else "",
                     "split_group": hashed(study_uid)}
-            yield Record(stable_id("dicom", rel), "image", modality=modality, body_part=body,
-                         domain=f"{body}-{modality}", text=text, image=rel,
-                         study=f"dicom:{hashed(study_uid)}", source="dicom", meta=meta,
-                         root=str(self.root))
+            record = Record(stable_id("dicom", rel), "image", modality=modality, body_part=body,
+                            domain=f"{body}-{modality}", text=text, image=rel,
+                            study=f"dicom:{hashed(study_uid)}", source="dicom", meta=meta,
+                            root=str(self.root))
+            series[meta["series"]].append((_slice_order(ds, rel), record))
+        for members in series.values():
+            yield from representatives(members)

@@ -23,7 +23,8 @@ def png(path: Path, seed: int = 0) -> Path:
     return path
 
 
-def dicom(path: Path, pixels: bool = True, modality: str = "CT", body: str = "CHEST") -> Path:
+def dicom(path: Path, pixels: bool = True, modality: str = "CT", body: str = "CHEST",
+          series: str | None = None, z: float | None = None) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = CTImageStorage
@@ -32,7 +33,9 @@ def dicom(path: Path, pixels: bool = True, modality: str = "CT", body: str = "CH
     ds = pydicom.Dataset()
     ds.file_meta = meta
     ds.SOPClassUID, ds.SOPInstanceUID = CTImageStorage, meta.MediaStorageSOPInstanceUID
-    ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), series or generate_uid()
+    if z is not None:
+        ds.ImagePositionPatient, ds.InstanceNumber = [0.0, 0.0, z], int(z)
     ds.Modality, ds.BodyPartExamined, ds.StudyDescription = modality, body, "CT THORAX"
     for key, value in PATIENT.items():
         setattr(ds, key, value)

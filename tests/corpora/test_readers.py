@@ -197,3 +197,19 @@ def test_gbk_encoded_cov_ctr_table_reads_the_same(tmp_path):
     _, records, _ = read(root)
     zh = next(r for r in records if r.lang == "zh" and r.study == "covctr:a%0.png")
     assert "磨玻璃影" in zh.text
+
+
+def test_multi_slice_series_is_indexed_by_representative_slices(tmp_path):
+    from pydicom.uid import generate_uid
+
+    root = tmp_path / "ct"
+    uid = generate_uid()
+    for z in range(12):  # written in shuffled order: the reader sorts by position
+        fixtures.dicom(root / f"slice{(z * 7) % 12:02d}.dcm", series=uid, z=float((z * 7) % 12))
+    fixtures.dicom(root / "scout.dcm")
+    _, records, problems = read(root)
+    series = [r for r in records if r.meta["series_size"] == 12]
+    assert [r.meta["slice_index"] for r in series] == [3, 6, 9]
+    assert [r.image for r in series] == ["slice03.dcm", "slice06.dcm", "slice09.dcm"]
+    assert len({r.meta["series"] for r in series}) == 1
+    assert len(records) == 4 and not problems
