@@ -7,6 +7,7 @@ from corpora.readers import (  # noqa: F401
     guidelines,
     medpix,
     medquad,
+    mimic,
     openi_csv,
     openi_xml,
 )
