@@ -26,7 +26,7 @@ out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
 
 KIND_NAMES = {"reports": "report", "report": "report", "images": "image", "image": "image",
-              "guidelines": "guideline", "guideline": "guideline"}
+              "guidelines": "guideline", "guideline": "guideline", "qa": "qa"}
 INDEX_OPT = typer.Option(Path("indexes/default"), "--index", help="Index folder.")
 JSON_OPT = typer.Option(False, "--json", help="Print one JSON document instead of text.")
 
@@ -64,27 +64,34 @@ def index(
     encoder: str = typer.Option("default", help="Encoder config name or path to a config JSON."),
     backend: str = typer.Option("both", help="faiss, qdrant or both."),
     fmt: str | None = typer.Option(None, "--format", help="Force a corpus format."),
+    rebuild: bool = typer.Option(False, "--rebuild",
+                                 help="Encode everything again instead of updating the index."),
     as_json: bool = JSON_OPT,
 ):
     """Detect the corpus format, encode images and texts, build FAISS and Qdrant indexes.
 
     Files that cannot be read are skipped, counted and listed; the build never stops for one.
-    An interrupted build leaves the old index in place; run the same command again to resume
-    (batches already encoded are reused).
+    Running it again on a grown or edited corpus updates the index: only new or changed
+    records are encoded, and records gone from the folder are removed. An interrupted build
+    leaves the old index in place; run the same command again to resume.
+
+    Example: python cli.py index ../shared/data/cov-ctr --index indexes/covctr
     """
     from rag import pipeline
 
     backends = ("faiss", "qdrant") if backend == "both" else (backend,)
-    with _progress("encoding") as bar:
-        task = bar.add_task("encoding", total=None)
+    with _progress("records read") as bar:
+        task = bar.add_task("records", total=None)
         summary = _run(lambda: pipeline.index(
-            corpus, index_dir, encoder, backends, fmt,
+            corpus, index_dir, encoder, backends, fmt, rebuild=rebuild,
             progress=lambda done, total: bar.update(task, completed=done, total=total)))
     if as_json:
         out.print_json(json.dumps(summary.to_dict(), ensure_ascii=False))
         return
-    out.print(f"index [bold]{summary.index}[/] built in {summary.seconds:.1f} s "
+    verb = "updated" if summary.incremental else "built"
+    out.print(f"index [bold]{summary.index}[/] {verb} in {summary.seconds:.1f} s "
               f"({', '.join(summary.backends)}) from {', '.join(summary.formats)}")
+    out.print("  " + ", ".join(f"{n} {name}" for name, n in summary.changes.items()))
     for kind, domains in summary.counts.items():
         out.print(f"  {kind}: {sum(domains.values())} "
                   f"({', '.join(f'{d} {n}' for d, n in sorted(domains.items()))})")
@@ -106,7 +113,7 @@ def _query(image: Path | None, text: str | None, lang: str, k: str, to: list[str
     kinds = []
     for name in to:
         if name not in KIND_NAMES:
-            fail(f"--to must be reports, images or guidelines, not {name!r}")
+            fail(f"--to must be reports, images, guidelines or qa, not {name!r}")
         kinds.append(KIND_NAMES[name])
     if k != "auto" and not k.isdigit():
         fail(f"--k must be a number or 'auto', not {k!r}")
@@ -125,7 +132,7 @@ def _session(index_dir: Path, encoder: str | None, backend: str | None):
 def search(
     image: Path | None = typer.Option(None, help="Query image (PNG/JPEG/DICOM)."),
     text: str | None = typer.Option(None, help="Query text (English or Chinese)."),
-    to: list[str] = typer.Option(["reports"], help="What to find: reports, images, guidelines."),
+    to: list[str] = typer.Option(["reports"], help="What to find: reports, images, guidelines, qa."),
     k: str = typer.Option("5", help="Number of hits per kind, or 'auto' (score-gap rule)."),
     modality: str | None = typer.Option(None, help="Only this modality (xray, ct, mr...)."),
     domain: str | None = typer.Option(None, help="Only this domain (chest-xray...)."),
@@ -135,7 +142,7 @@ def search(
     backend: str | None = typer.Option(None, help="faiss or qdrant (default: the first)."),
     as_json: bool = JSON_OPT,
 ):
-    """Cross-modal search: an image or a text against reports, images or guidelines."""
+    """Cross-modal search: an image or a text against reports, images, guidelines or QA pairs."""
     from rag import pipeline
 
     query = _query(image, text, "en", k, to, {"modality": modality, "domain": domain,

@@ -44,6 +44,11 @@ class VectorIndex(ABC):
         """
 
     @abstractmethod
+    def remove(self, kind: str, ids: np.ndarray) -> None:
+        """Remove the vectors with these ids from the kind's collection; unknown ids and a
+        missing collection are ignored. Durable after save(), as add() is."""
+
+    @abstractmethod
     def search(self, kind: str, queries: np.ndarray, k: int,
                allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Top-k by inner product for queries (Q, dim): (scores (Q, k), ids (Q, k)).

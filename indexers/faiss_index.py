@@ -82,6 +82,15 @@ class FaissIndex(VectorIndex):
         self.max_ids[kind] = max(self.max_ids.get(kind, -1), int(ids.max()))
         self.unsaved.add(kind)
 
+    def remove(self, kind: str, ids: np.ndarray) -> None:
+        check_kind(kind)
+        ids = np.asarray(ids, dtype=np.int64).reshape(-1)
+        index = self.indexes.get(kind)
+        if index is None or not len(ids):
+            return
+        if index.remove_ids(ids):
+            self.unsaved.add(kind)
+
     def search(self, kind: str, queries: np.ndarray, k: int,
                allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         queries = check_queries(queries, self.dim, k)  # (Q, dim)

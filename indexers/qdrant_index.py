@@ -121,6 +121,15 @@ class QdrantIndex(VectorIndex):
                         "Python on every query; for speed use a server (%s) or the FAISS "
                         "backend", LOCAL_MODE_POINTS, kind, URL_VARIABLE)
 
+    def remove(self, kind: str, ids: np.ndarray) -> None:
+        check_kind(kind)
+        ids = np.asarray(ids, dtype=np.int64).reshape(-1)
+        if not len(ids) or not self._exists(kind):
+            return
+        for start in range(0, len(ids), UPSERT_BATCH):
+            chunk = ids[start:start + UPSERT_BATCH].tolist()
+            self.client.delete(_collection(kind), models.PointIdsList(points=chunk), wait=True)
+
     def search(self, kind: str, queries: np.ndarray, k: int,
                allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         queries = check_queries(queries, self.dim, k)  # (Q, dim)

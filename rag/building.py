@@ -1,6 +1,10 @@
-"""Index building: read a corpus, encode in batches, write the record store, vector indexes and
-manifest into a work folder, and swap it into place only when everything is written.
-Encoded batches are kept until the build succeeds, so a crashed build resumes where it was."""
+"""Index building: stream a corpus, encode in batches, write the record store, vector indexes
+and manifest into a work folder, and swap it into place only when everything is written.
+
+Reading is streamed (a corpus larger than memory can be indexed), and a build over an existing
+index of the same corpus and encoder is incremental: only new or changed records are encoded,
+and records gone from the corpus are removed. Encoded batches are kept until the build
+succeeds, so a crashed build resumes where it was."""
 from __future__ import annotations
 
 import hashlib
@@ -9,24 +13,24 @@ import logging
 import os
 import shutil
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from corpora.base import CorpusError, open_corpus
-from indexers.base import open_index
+from corpora.base import Corpus, CorpusError, open_corpus
+from indexers.base import VectorIndex, open_index
 from rag.encoder import Encoder
 from rag.images import ImageError, load_image
-from rag.manifest import write_manifest
+from rag.manifest import MANIFEST, write_manifest
 from rag.registry import replace_dir
 from rag.store import RecordStore
 from rag.types import KINDS, Problem, Record
 
 log = logging.getLogger(__name__)
 
-Progress = Callable[[int, int], None]
+Progress = Callable[[int, int | None], None]  # (done, total or None when not known yet)
 
 
 @dataclass
@@ -37,17 +41,21 @@ class BuildSummary:
     backends: list[str]
     seconds: float
     problems: list[Problem] = field(default_factory=list)
+    changes: dict[str, int] = field(default_factory=dict)  # added, updated, removed, unchanged
+    incremental: bool = False
 
     def to_dict(self) -> dict:
         return {"index": str(self.index), "formats": self.formats, "counts": self.counts,
                 "backends": self.backends, "seconds": round(self.seconds, 2),
+                "incremental": self.incremental, "changes": self.changes,
                 "problems": [{"path": p.path, "reason": p.reason} for p in self.problems]}
 
 
-def read_records(corpus_dir: Path, fmt: str | None) -> tuple[list[Record], list[Problem], list[str]]:
-    corpus = open_corpus(corpus_dir, fmt)
-    records: list[Record] = []
-    problems: list[Problem] = []
+def iter_records(corpus: Corpus, problems: list[Problem]) -> Iterator[Record]:
+    """The corpus's usable records, one at a time; duplicates and empty texts become Problems.
+
+    Only the ids seen so far are held in memory, never the records themselves.
+    """
     seen: set[str] = set()
     for item in corpus.read():
         if isinstance(item, Problem):
@@ -58,19 +66,43 @@ def read_records(corpus_dir: Path, fmt: str | None) -> tuple[list[Record], list[
             problems.append(Problem(item.id, "empty text"))
         else:
             seen.add(item.id)
-            records.append(item)
+            yield item
+
+
+def read_records(corpus_dir: Path, fmt: str | None) -> tuple[list[Record], list[Problem], list[str]]:
+    """Every usable record in memory, for training (which needs all pairs at once)."""
+    corpus = open_corpus(corpus_dir, fmt)
+    problems: list[Problem] = []
+    records = list(iter_records(corpus, problems))
     if not records:
-        raise CorpusError(f"no usable records in {corpus_dir} ({len(problems)} problem(s); "
-                          "run `python cli.py index` with --json to see them)")
+        raise CorpusError(_no_records(corpus_dir, problems))
     return records, problems, corpus.formats
+
+
+def _no_records(corpus_dir: Path | str, problems: list[Problem]) -> str:
+    return (f"no usable records in {corpus_dir} ({len(problems)} problem(s); "
+            "run `python cli.py corpus inspect` on it to see them)")
+
+
+def record_digest(rec: Record) -> str:
+    """What makes a record need encoding again: its fields and its image file's size and time.
+
+    The corpus root is left out: an index is only updated in place for the same root."""
+    data = rec.to_dict()
+    data.pop("root", None)
+    path = rec.image_path()
+    stat = path.stat() if path is not None and path.exists() else None
+    data["file"] = stat and [stat.st_size, stat.st_mtime_ns]
+    payload = json.dumps(data, sort_keys=True, ensure_ascii=False, default=str)
+    return hashlib.sha256(payload.encode()).hexdigest()[:32]
 
 
 class BatchCache:
     """Encoded batches of an unfinished build, kept on disk across a crash so that running
     the same build again encodes only what is missing (encoding is most of a build's time).
 
-    A batch is keyed by its records' ids, texts and image files (size, mtime) under the
-    encoder's fingerprint, so a changed record or another encoder is encoded again.
+    A batch is keyed by its records' digests under the encoder's fingerprint, so a changed
+    record or another encoder is encoded again.
     """
 
     def __init__(self, folder: Path, fingerprint: str):
@@ -79,18 +111,10 @@ class BatchCache:
         self.folder.mkdir(parents=True, exist_ok=True)
         self.reused = 0
 
-    def _path(self, batch: Sequence[Record]) -> Path:
-        digest = hashlib.sha256()
-        for rec in batch:
-            path = rec.image_path()
-            stat = path.stat() if path is not None and path.exists() else None
-            digest.update(f"{rec.id}\0{rec.text}\0{stat and (stat.st_size, stat.st_mtime_ns)}"
-                          "\1".encode())
-        return self.folder / f"{digest.hexdigest()[:32]}.npz"
-
-    def encode(self, encoder: Encoder, batch: Sequence[Record],
+    def encode(self, encoder: Encoder, batch: Sequence[Record], digests: Sequence[str],
                problems: list[Problem]) -> tuple[list[Record], np.ndarray]:
-        path = self._path(batch)
+        key = hashlib.sha256("\1".join(f"{r.id}\0{d}" for r, d in zip(batch, digests)).encode())
+        path = self.folder / f"{key.hexdigest()[:32]}.npz"
         if path.exists():
             data = np.load(path, allow_pickle=False)
             kept_ids = set(data["kept"].tolist())
@@ -118,53 +142,132 @@ def _encode_batch(encoder: Encoder, batch: Sequence[Record],
     kept, images = [], []
     for rec in batch:
         try:
-            images.append(load_image(rec.image_path()))
+            images.append(load_image(rec.image_path(), frame=rec.meta.get("frame")))
             kept.append(rec)
         except ImageError as err:
             problems.append(Problem(rec.image or rec.id, str(err)))
+    if not images:
+        return [], np.zeros((0, encoder.dim), dtype=np.float32)
     return kept, encoder.encode_images(images)
 
 
-def corpus_fingerprint(records: Sequence[Record]) -> str:
-    digest = hashlib.sha256()
-    for rec in sorted(records, key=lambda r: r.id):
-        digest.update(f"{rec.id}\x00{rec.text}\x00{rec.image or ''}\x01".encode())
-    return digest.hexdigest()
+def _reusable(index_dir: Path, encoder: Encoder, backends: Sequence[str], root: Path) -> str:
+    """Why the index at index_dir cannot be updated in place ("" when it can)."""
+    path = index_dir / MANIFEST
+    if not path.exists():
+        return "no index yet"
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return "its manifest is unreadable"
+    if manifest.get("encoder", {}).get("fingerprint") != encoder.fingerprint:
+        return "it was built with another encoder"
+    if list(manifest.get("backends", [])) != list(backends):
+        return "it has other backends"
+    if manifest.get("corpus", {}).get("root") != str(root):
+        return "it was built from another corpus folder"
+    if manifest.get("store", 1) < 2:
+        return "it was built by an older caselens"
+    return ""
+
+
+class _Writer:
+    """Applies one build's changes to the store and every vector index, a batch at a time."""
+
+    def __init__(self, store: RecordStore, indexes: list[VectorIndex], encoder: Encoder,
+                 cache: BatchCache, problems: list[Problem]):
+        self.store, self.indexes, self.encoder = store, indexes, encoder
+        self.cache, self.problems = cache, problems
+        self.known = store.digests()  # id -> digest of what the index holds now
+        # kind -> [(record, digest, replaces an older version)] waiting for a full batch
+        self.pending: dict[str, list[tuple[Record, str, bool]]] = {kind: [] for kind in KINDS}
+        self.changes = {"added": 0, "updated": 0, "removed": 0, "unchanged": 0}
+
+    def offer(self, rec: Record, batch_size: int) -> None:
+        digest = record_digest(rec)
+        old = self.known.pop(rec.id, None)  # what is left in `known` at the end is gone
+        if old == digest:
+            self.changes["unchanged"] += 1
+            return
+        if old is not None:
+            self.remove([rec.id])
+        self.pending[rec.kind].append((rec, digest, old is not None))
+        if len(self.pending[rec.kind]) >= batch_size:
+            self.flush(rec.kind)
+
+    def flush(self, kind: str) -> None:
+        batch, self.pending[kind] = self.pending[kind], []
+        if not batch:
+            return
+        kept, vectors = self.cache.encode(self.encoder, [rec for rec, _, _ in batch],
+                                          [digest for _, digest, _ in batch], self.problems)
+        kept_ids = {rec.id for rec in kept}
+        for rec, _, update in batch:
+            # an edited record that no longer reads (a corrupted image) is removed, not kept
+            name = ("updated" if update else "added") if rec.id in kept_ids else (
+                "removed" if update else "")
+            if name:
+                self.changes[name] += 1
+        if not kept:
+            return
+        digest_of = {rec.id: digest for rec, digest, _ in batch}
+        rowids = np.asarray(self.store.add(kept, [digest_of[r.id] for r in kept]), np.int64)
+        for index in self.indexes:
+            index.add(kind, rowids, vectors)
+
+    def remove(self, ids: Sequence[str]) -> None:
+        for kind, rowids in self.store.remove(ids).items():
+            for index in self.indexes:
+                index.remove(kind, np.asarray(rowids, dtype=np.int64))
+
+    def finish(self) -> None:
+        for kind in KINDS:
+            self.flush(kind)
+        gone = sorted(self.known)
+        if gone:
+            self.remove(gone)
+            self.changes["removed"] += len(gone)
 
 
 def build_index(corpus_dir: str | Path, index_dir: str | Path, encoder: Encoder,
                 encoder_config: str, backends: Sequence[str] = ("faiss", "qdrant"),
                 fmt: str | None = None, batch_size: int = 32,
-                progress: Progress | None = None) -> BuildSummary:
-    """Build (or rebuild) the index at `index_dir`; the old index stays usable until the
-    new one is complete, and a failed build leaves nothing behind."""
+                progress: Progress | None = None, rebuild: bool = False) -> BuildSummary:
+    """Build the index at `index_dir`, or bring an existing one up to date with its corpus.
+
+    The old index stays usable until the new one is complete, and a failed build leaves
+    nothing behind: the work happens on a copy that replaces the index only at the end.
+    """
     started = time.perf_counter()
-    records, problems, formats = read_records(Path(corpus_dir), fmt)
+    corpus = open_corpus(corpus_dir, fmt)
     index_dir = Path(index_dir)
     index_dir.parent.mkdir(parents=True, exist_ok=True)
     work = index_dir.parent / f".{index_dir.name}.building"
     shutil.rmtree(work, ignore_errors=True)  # leftovers of a crashed build
-    work.mkdir()
+    why_not = "--rebuild asked for" if rebuild else _reusable(index_dir, encoder, backends,
+                                                              corpus.root)
+    if why_not:
+        log.info("building %s from scratch: %s", index_dir, why_not)
+        work.mkdir()
+    else:
+        shutil.copytree(index_dir, work)
     cache = BatchCache(index_dir.parent / f".{index_dir.name}.resume", encoder.fingerprint)
+    problems: list[Problem] = []
     store, indexes = None, []
     try:
         store = RecordStore(work / "records.sqlite")
         for name in backends:
             indexes.append(open_index(name, work, encoder.dim))
-        done = 0
-        for kind in KINDS:
-            of_kind = [r for r in records if r.kind == kind]
-            for start in range(0, len(of_kind), batch_size):
-                batch = of_kind[start:start + batch_size]
-                kept, vectors = cache.encode(encoder, batch, problems)
-                if kept:
-                    rowids = np.asarray(store.add(kept), dtype=np.int64)
-                    for index in indexes:
-                        index.add(kind, rowids, vectors)
-                done += len(batch)
-                if progress:
-                    progress(done, len(records))
+        writer = _Writer(store, indexes, encoder, cache, problems)
+        for done, rec in enumerate(iter_records(corpus, problems), 1):
+            writer.offer(rec, batch_size)
+            if progress:
+                progress(done, None)
+        writer.finish()
+        if not len(store):
+            raise CorpusError(_no_records(corpus_dir, problems))
         counts = store.counts()
+        fingerprint = store.fingerprint()
         for index in indexes:
             index.save()
             index.close()
@@ -172,12 +275,13 @@ def build_index(corpus_dir: str | Path, index_dir: str | Path, encoder: Encoder,
         write_manifest(work, {
             "encoder": {"name": encoder.name, "fingerprint": encoder.fingerprint,
                         "config": encoder_config, "dim": encoder.dim},
-            "metric": "ip", "backends": list(backends), "counts": counts,
-            "corpus": {"root": str(Path(corpus_dir).resolve()), "formats": formats,
-                       "fingerprint": corpus_fingerprint(records)},
-            "problems": len(problems)})
+            "metric": "ip", "backends": list(backends), "counts": counts, "store": 2,
+            "corpus": {"root": str(corpus.root), "formats": corpus.formats,
+                       "fingerprint": fingerprint},
+            "changes": writer.changes, "problems": len(problems)})
         with open(work / "problems.jsonl", "w", encoding="utf-8") as handle:
-            handle.writelines(json.dumps({"path": p.path, "reason": p.reason}) + "\n" for p in problems)
+            handle.writelines(json.dumps({"path": p.path, "reason": p.reason},
+                                         ensure_ascii=False) + "\n" for p in problems)
     except BaseException:
         for closable in [*indexes, store]:
             try:
@@ -191,6 +295,6 @@ def build_index(corpus_dir: str | Path, index_dir: str | Path, encoder: Encoder,
     cache.clear()
     if cache.reused:
         log.info("resumed an unfinished build: %d encoded batches reused", cache.reused)
-    return BuildSummary(index_dir, formats, counts, list(backends),
-                        time.perf_counter() - started, problems)
-
+    return BuildSummary(index_dir, corpus.formats, counts, list(backends),
+                        time.perf_counter() - started, problems, writer.changes,
+                        incremental=not why_not)

@@ -31,15 +31,17 @@ def is_image_file(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_SUFFIXES or path.suffix.lower() in DICOM_SUFFIXES
 
 
-def load_image(path: str | Path) -> Image.Image:
-    """Open an image or DICOM file as an 8-bit RGB image; ImageError when it cannot be used."""
+def load_image(path: str | Path, frame: int | None = None) -> Image.Image:
+    """Open an image or DICOM file as an 8-bit RGB image; ImageError when it cannot be used.
+
+    `frame` picks one frame of a multi-frame DICOM (default: the middle one)."""
     path = Path(path)
     if not path.exists():
         raise ImageError(f"image not found: {path} (check the path)")
     if path.is_dir():
         raise ImageError(f"{path} is a folder, not an image file")
     if is_dicom(path) or path.suffix.lower() in DICOM_SUFFIXES:
-        return dicom_to_image(path)
+        return dicom_to_image(path, frame)
     try:
         with Image.open(path) as img:
             img.load()
@@ -79,11 +81,11 @@ def _scale_to_uint8(arr: np.ndarray) -> np.ndarray:
     return np.clip((arr - lo) / (hi - lo) * 255.0, 0, 255).astype(np.uint8)
 
 
-def dicom_to_image(path: Path) -> Image.Image:
+def dicom_to_image(path: Path, frame: int | None = None) -> Image.Image:
     """Decode a DICOM file: modality LUT (rescale), VOI LUT / window, MONOCHROME1 inverted.
 
-    A multi-frame object gives its middle frame. Compressed transfer syntaxes decode through
-    the pylibjpeg plugins (JPEG, JPEG 2000, RLE) when they are installed.
+    A multi-frame object gives the asked frame, or its middle one. Compressed transfer syntaxes
+    decode through the pylibjpeg plugins (JPEG, JPEG 2000, RLE) when they are installed.
     """
     import pydicom
     from pydicom.errors import InvalidDicomError
@@ -107,7 +109,9 @@ def dicom_to_image(path: Path) -> Image.Image:
     photometric = str(getattr(ds, "PhotometricInterpretation", "MONOCHROME2")).upper()
     color = photometric not in ("MONOCHROME1", "MONOCHROME2", "PALETTE COLOR")
     if frames > 1:
-        pixels = pixels[frames // 2]
+        if frame is not None and not 0 <= frame < frames:
+            raise ImageError(f"DICOM {path} has {frames} frames; frame {frame} does not exist")
+        pixels = pixels[frames // 2 if frame is None else frame]
     if photometric == "PALETTE COLOR":
         from pydicom.pixels import apply_color_lut
 

@@ -35,10 +35,12 @@ USER_ERRORS: tuple[type[BaseException], ...] = (
 
 def index(corpus: str | Path, index_dir: str | Path = DEFAULT_INDEX, encoder: str = "default",
           backends: tuple[str, ...] = ("faiss", "qdrant"), fmt: str | None = None,
-          progress: Progress | None = None, batch_size: int = 32) -> BuildSummary:
-    """Detect the corpus format, encode every record, build the vector indexes."""
+          progress: Progress | None = None, batch_size: int = 32,
+          rebuild: bool = False) -> BuildSummary:
+    """Detect the corpus format, encode every record, build the vector indexes; an existing
+    index of the same corpus and encoder is updated (only new or changed records encoded)."""
     return build_index(corpus, index_dir, create_encoder(encoder), encoder, backends, fmt,
-                       batch_size, progress)
+                       batch_size, progress, rebuild)
 
 
 @dataclass

@@ -4,6 +4,7 @@ Vector indexes hold only the integer row ids; this store maps them back to Recor
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import sqlite3
@@ -20,7 +21,8 @@ _SCHEMA = """
 CREATE TABLE IF NOT EXISTS records (
     rowid INTEGER PRIMARY KEY,
     id TEXT UNIQUE NOT NULL, kind TEXT NOT NULL, modality TEXT, body_part TEXT, domain TEXT,
-    lang TEXT, text TEXT, image TEXT, study TEXT, source TEXT, license TEXT, meta TEXT, root TEXT
+    lang TEXT, text TEXT, image TEXT, study TEXT, source TEXT, license TEXT, meta TEXT, root TEXT,
+    digest TEXT
 );
 CREATE INDEX IF NOT EXISTS records_kind ON records(kind, domain, lang);
 CREATE INDEX IF NOT EXISTS records_study ON records(study);
@@ -42,24 +44,55 @@ class RecordStore:
     def close(self) -> None:
         self.db.close()
 
-    def add(self, records: Sequence[Record]) -> list[int]:
-        """Insert records (replacing any with the same id); returns their row ids."""
+    def add(self, records: Sequence[Record], digests: Sequence[str] | None = None) -> list[int]:
+        """Insert new records, with the digest a later build compares against; returns their
+        row ids. Remove a record before adding it again (ids are unique)."""
         rows = []
-        for rec in records:
+        for rec, digest in zip(records, digests or [None] * len(records)):
             values = [getattr(rec, c) for c in _COLUMNS]
             values[_COLUMNS.index("meta")] = json.dumps(rec.meta, ensure_ascii=False)
-            rows.append(values)
+            rows.append([*values, digest])
         cur = self.db.cursor()
         ids = []
+        columns = ",".join([*_COLUMNS, "digest"])
         for values in rows:
-            cur.execute(f"INSERT OR REPLACE INTO records ({','.join(_COLUMNS)}) "
-                        f"VALUES ({','.join('?' * len(_COLUMNS))})", values)
+            cur.execute(f"INSERT INTO records ({columns}) VALUES ({','.join('?' * len(values))})",
+                        values)
             rowid = cur.lastrowid
             cur.execute("INSERT INTO records_fts(rowid, text) VALUES (?, ?)",
                         (rowid, values[_COLUMNS.index("text")] or ""))
             ids.append(rowid)
         self.db.commit()
         return ids
+
+    def remove(self, ids: Sequence[str]) -> dict[str, list[int]]:
+        """Delete records by id (unknown ids are ignored); returns {kind: [row ids]} removed,
+        for the vector indexes to drop."""
+        removed: dict[str, list[int]] = {}
+        cur = self.db.cursor()
+        for start in range(0, len(ids), 500):
+            chunk = list(ids[start:start + 500])
+            rows = cur.execute(f"SELECT rowid, kind, text FROM records WHERE id IN "
+                               f"({','.join('?' * len(chunk))})", chunk).fetchall()
+            for rowid, kind, text in rows:
+                # an external-content FTS table forgets a row only when told its old text
+                cur.execute("INSERT INTO records_fts(records_fts, rowid, text) "
+                            "VALUES ('delete', ?, ?)", (rowid, text or ""))
+                removed.setdefault(kind, []).append(rowid)
+            cur.executemany("DELETE FROM records WHERE rowid = ?", [(r[0],) for r in rows])
+        self.db.commit()
+        return removed
+
+    def digests(self) -> dict[str, str]:
+        """id -> digest of every record, for an incremental build to compare against."""
+        return dict(self.db.execute("SELECT id, digest FROM records"))
+
+    def fingerprint(self) -> str:
+        """One hash of every record's id and digest, in id order."""
+        digest = hashlib.sha256()
+        for rec_id, rec_digest in self.db.execute("SELECT id, digest FROM records ORDER BY id"):
+            digest.update(f"{rec_id}\0{rec_digest}\1".encode())
+        return digest.hexdigest()
 
     def get(self, rowids: Iterable[int]) -> dict[int, Record]:
         wanted = [int(i) for i in rowids if int(i) >= 0]

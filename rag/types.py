@@ -6,8 +6,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-Kind = Literal["image", "report", "guideline"]
-KINDS: tuple[str, ...] = ("image", "report", "guideline")
+# qa: a question-answer pair about an image (SLAKE): searchable knowledge, never quoted as a finding
+Kind = Literal["image", "report", "guideline", "qa"]
+KINDS: tuple[str, ...] = ("image", "report", "guideline", "qa")
 MODALITIES: tuple[str, ...] = (
     "xray", "ct", "mr", "us", "pathology", "fundus", "endoscopy", "nm", "other",
 )
@@ -27,7 +28,7 @@ def stable_id(source: str, *parts: str) -> str:
 
 @dataclass
 class Record:
-    """One indexed item: an image, a report or a guideline passage."""
+    """One indexed item: an image, a report, a guideline passage or a question-answer pair."""
 
     id: str
     kind: str

@@ -58,7 +58,7 @@ class Retriever(ABC):
         for rank, hit in enumerate(hits, 1):
             hit.rank = rank
             hit.linked = [r for r in self.store.by_study(hit.record.study)
-                          if r.id != hit.record.id and r.kind != "image"][:self.links]
+                          if r.id != hit.record.id and r.kind == "report"][:self.links]
         log.info("retrieved %d hits (k=%s) for %s", len(hits), query.k, self._describe(query))
         return hits
 

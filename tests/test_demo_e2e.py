@@ -27,8 +27,20 @@ def demo(tmp_path_factory):
 def test_demo_index_counts(demo):
     _, summary = demo
     assert sum(summary["counts"]["report"].values()) > 3900
-    assert sum(summary["counts"]["image"].values()) == 9
+    assert sum(summary["counts"]["image"].values()) == 13  # 3 frames of each multi-frame file
     assert summary["backends"] == ["faiss", "qdrant"]
+    assert not summary["incremental"] and summary["changes"]["added"] > 3900
+
+
+def test_reindexing_the_same_corpus_encodes_nothing(demo):
+    root, first = demo
+    result = runner.invoke(app, ["index", str(root / "corpus"), "--index", str(root / "idx"),
+                                 "--json"])
+    assert result.exit_code == 0, result.output
+    again = json.loads(result.stdout)
+    assert again["incremental"] and again["counts"] == first["counts"]
+    assert again["changes"] == {"added": 0, "updated": 0, "removed": 0,
+                                "unchanged": first["changes"]["added"]}
 
 
 def test_ask_in_chinese_about_the_chest_cr(demo):

@@ -10,4 +10,5 @@ from corpora.readers import (  # noqa: F401
     mimic,
     openi_csv,
     openi_xml,
+    slake,
 )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterator
+from dataclasses import replace
 from itertools import islice
 from pathlib import Path
 
@@ -35,18 +36,32 @@ def _slice_order(ds, rel: str) -> tuple:
     return (0, z, rel) if z == z else (1, number, rel)
 
 
+def picks(count: int) -> list[int]:
+    """Which of `count` slices or frames to index: all of a few, else MAX_SLICES spread along
+    the stack (at 1/4, 1/2 and 3/4): neighbours look alike and would crowd the results."""
+    if count <= MAX_SLICES:
+        return list(range(count))
+    return sorted({count * (i + 1) // (MAX_SLICES + 1) for i in range(MAX_SLICES)})
+
+
 def representatives(members: list[tuple[tuple, Record]]) -> Iterator[Record]:
-    """A series of many slices is indexed by a few spread along it (at 1/4, 1/2 and 3/4 of
-    its length): neighbouring slices look alike and would crowd the results. Every record
-    keeps the series id and size, so a hit leads back to the whole series."""
+    """A series of many single-frame slices is indexed by a few of them. Every record keeps
+    the series id and size, so a hit leads back to the whole series."""
     members.sort(key=lambda item: item[0])
     count = len(members)
-    picks = range(count) if count <= MAX_SLICES else sorted(
-        {count * (i + 1) // (MAX_SLICES + 1) for i in range(MAX_SLICES)})
-    for index in picks:
+    for index in picks(count):
         record = members[index][1]
         record.meta.update(series_size=count, slice_index=index)
         yield record
+
+
+def frames(record: Record, count: int) -> Iterator[Record]:
+    """A multi-frame object is indexed by a few of its frames, each an image record that
+    names its frame (the image loader decodes that one)."""
+    for index in picks(count):
+        yield replace(record, id=stable_id("dicom", record.image, f"frame-{index}"),
+                      meta={**record.meta, "frame": index, "series_size": count,
+                            "slice_index": index})
 
 
 def _files(root: Path) -> Iterator[Path]:
@@ -96,6 +111,9 @@ class DicomReader(CorpusReader):
                             domain=f"{body}-{modality}", text=text, image=rel,
                             study=f"dicom:{hashed(study_uid)}", source="dicom", meta=meta,
                             root=str(self.root))
-            series[meta["series"]].append((_slice_order(ds, rel), record))
+            if meta["frames"] > 1:  # an enhanced CT / MR or a cine: the file is the series
+                yield from frames(record, meta["frames"])
+            else:
+                series[meta["series"]].append((_slice_order(ds, rel), record))
         for members in series.values():
             yield from representatives(members)

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from corpora.base import CorpusReader, register_reader
 from rag.images import is_image_file
+from corpora.readers._util import hashed
 from rag.types import KINDS, Problem, Record, stable_id
 
 FIELDS = ("modality", "body_part", "domain", "lang", "license")
@@ -74,8 +75,12 @@ class GenericReader(CorpusReader):
                              root=str(self.root), **{**base, "lang": ""})
         if text:
             kind = item.get("kind") if item.get("kind") in KINDS[1:] else "report"
-            yield Record(str(item.get("id") or stable_id("generic", key, "text")), kind, text=text,
-                         **base)
+            # an id that survives edits elsewhere in the manifest (a line number would not),
+            # so that re-indexing a grown corpus finds the records it already has
+            own = str(image) if image else hashed(
+                f"{item.get('study') or ''}\0{fields.get('lang', '')}\0{kind}\0{text}")
+            yield Record(str(item.get("id") or stable_id("generic", own, "text")), kind,
+                         text=text, **base)
 
     def _manifest(self) -> Iterator[Record | Problem]:
         with open(self.root / MANIFEST, encoding="utf-8") as handle:

@@ -54,7 +54,9 @@ def test_demo_corpus_from_registry_packages(tmp_path):
     assert summary == {"report_xml": 3955, "dicom": 9}
     formats, kinds, problems = counts(tmp_path / "demo")
     assert formats == ["dicom:dicom", "openi_xml:openi"]
-    assert kinds[("report", "en")] > 3900 and kinds[("image", "")] == 9
+    # 7 single-frame files, and 3 representative frames of each multi-frame one
+    # (emri_small_RLE.dcm has 10 frames, liver.dcm 3)
+    assert kinds[("report", "en")] > 3900 and kinds[("image", "")] == 13
     assert all("no findings or impression" in p.reason for p in problems)
     for path in (tmp_path / "demo" / "dicom").iterdir():
         assert np.asarray(load_image(path)).std() > 1, path.name
@@ -72,3 +74,10 @@ def test_openi_csv_and_bilingual_pairs():
 def test_medquad():
     formats, kinds, problems = counts(shared_subdir("medquad"))
     assert formats == ["medquad:."] and kinds[("guideline", "en")] > 16000 and not problems
+
+
+def test_slake_questions_in_both_languages_without_images():
+    formats, kinds, problems = counts(shared_subdir("slake-1.0-qa"))
+    assert formats == ["slake:."]
+    assert kinds[("qa", "en")] + kinds[("qa", "zh")] == 14028 and kinds[("qa", "zh")] > 6900
+    assert [p.path for p in problems] == ["imgs/"]  # the images are not distributed here

@@ -297,3 +297,21 @@ def test_backends_agree(tmp_path, corpus):
     finally:
         for index in indexes.values():
             index.close()
+
+
+def test_remove_drops_ids_and_survives_reopen(opener, backend, corpus, tmp_path):
+    index = opener(backend)
+    fill(index, corpus)
+    ids, vectors = corpus["report"]
+    gone, kept = ids[:100], ~np.isin(ids, ids[:100])
+    index.remove("report", np.concatenate([gone, [123456789012]]))  # unknown ids are ignored
+    index.remove("nothing_here", gone)  # so is a missing collection
+    assert index.count("report") == len(ids) - 100
+    queries = make_queries(vectors, seed=5)
+    assert_top_k(index.search("report", queries, 10), ids[kept], vectors[kept], queries, 10)
+    index.save()
+    index.close()
+    reopened = opener(backend)
+    assert reopened.count("report") == len(ids) - 100
+    assert reopened.count("image") == len(corpus["image"][0])
+    assert_top_k(reopened.search("report", queries, 10), ids[kept], vectors[kept], queries, 10)
