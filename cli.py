@@ -236,7 +236,13 @@ def corpus_inspect(
     for kind, groups in report["by_kind"].items():
         out.print(f"  {kind}: {sum(groups.values())} ("
                   f"{', '.join(f'{g} {n}' for g, n in sorted(groups.items()))})", markup=False)
-    out.print(f"  {len(report['problems'])} file(s) cannot be used", markup=False)
+    for name in ("modality", "lang"):
+        counts = sorted(report["counts"][name].items(), key=lambda item: -item[1])
+        out.print(f"  by {name}: {', '.join(f'{key} {n}' for key, n in counts)}", markup=False)
+    out.print(f"  {report['records']} records read in {report['seconds']} s "
+              f"({report['records_per_s']} records/s, images checked, nothing encoded)", markup=False)
+    out.print(f"  {len(report['problems'])} problem(s): files skipped, or noted and kept",
+              markup=False)
     for problem in report["problems"]:
         out.print(f"    {problem['path']}: {problem['reason']}", markup=False, highlight=False)
 

@@ -91,33 +91,37 @@ class Answer:
 
 def inspect_corpus(corpus: str | Path, fmt: str | None = None) -> dict[str, Any]:
     """What `index` would read, without encoding: formats, counts by kind / modality / domain /
-    language, and every file that cannot be used, with the reason."""
+    language, every file that cannot be used (with the reason), and the reading speed."""
+    import time
     from collections import Counter
 
     from corpora.base import open_corpus
+    from rag.building import iter_records
     from rag.types import Problem
 
+    started = time.perf_counter()
     found = open_corpus(corpus, fmt)
     counts: dict[str, Counter] = {name: Counter() for name in ("kind", "modality", "domain", "lang")}
     by_kind: dict[str, Counter] = {}
-    problems = []
-    for item in found.read():
-        if isinstance(item, Problem):
-            problems.append({"path": item.path, "reason": item.reason})
-            continue
+    problems: list[Problem] = []
+    records = 0
+    for item in iter_records(found, problems):  # the same checks as `index`
         if item.kind == "image":
             try:
                 check_image(item.image_path())
             except ImageError as err:
-                problems.append({"path": item.image, "reason": str(err)})
+                problems.append(Problem(item.image or item.id, str(err)))
                 continue
+        records += 1
         for name, counter in counts.items():
             counter[getattr(item, name) or "-"] += 1
         by_kind.setdefault(item.kind, Counter())[f"{item.domain or '-'}/{item.lang or '-'}"] += 1
-    return {"root": str(found.root), "formats": found.formats,
+    seconds = time.perf_counter() - started
+    return {"root": str(found.root), "formats": found.formats, "records": records,
+            "seconds": round(seconds, 2), "records_per_s": round(records / max(seconds, 1e-9), 1),
             "counts": {name: dict(counter) for name, counter in counts.items()},
             "by_kind": {kind: dict(counter) for kind, counter in by_kind.items()},
-            "problems": problems}
+            "problems": [{"path": p.path, "reason": p.reason} for p in problems]}
 
 
 def section_titles(lang: str) -> dict[str, str]:

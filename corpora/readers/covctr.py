@@ -29,7 +29,7 @@ class CovCtrReader(CorpusReader):
     def read(self) -> Iterator[Record | Problem]:
         table = _csv(self.root)
         images = image_files(self.root)
-        used: set[str] = set()
+        used: dict[str, int] = {}  # image_id -> line of its first report row
         for line, row in enumerate(csv_rows(table), 2):
             name = (row.get("image_id") or "").strip()
             if not name:
@@ -39,8 +39,11 @@ class CovCtrReader(CorpusReader):
             meta = {"split_group": name.split("%")[0], "covid": row.get("COVID", "")}
             # a few images have two report rows: both reports join the image's study
             key = name if name not in used else f"{name}#{line}"
-            if name not in used:
-                used.add(name)
+            if name in used:
+                yield Problem(f"{table.name}:{line}", f"duplicate image_id {name} (first on line "
+                              f"{used[name]}): kept as a second report of the same study")
+            else:
+                used[name] = line
                 if name in images:
                     yield self._image(images[name], study, meta)
                 else:

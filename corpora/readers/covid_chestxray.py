@@ -23,11 +23,17 @@ class CovidChestXrayReader(CorpusReader):
 
     def read(self) -> Iterator[Record | Problem]:
         images = image_files(self.root)
+        first_line: dict[str, int] = {}
         for line, row in enumerate(csv_rows(self.root / "metadata.csv"), 2):
             name = (row.get("filename") or "").strip()
             if not name:
                 yield Problem(f"metadata.csv:{line}", "row without filename")
                 continue
+            if name in first_line:  # upstream lists two images under a second patient id
+                yield Problem(f"metadata.csv:{line}", f"{name} is already listed on line "
+                              f"{first_line[name]}: this row is skipped")
+                continue
+            first_line[name] = line
             modality = MODALITY.get(row.get("modality", ""), "other")
             base = dict(modality=modality, body_part="chest", domain=f"chest-{modality}",
                         source="covid-chestxray", license=(row.get("license") or "").strip(),

@@ -26,6 +26,23 @@ DESCRIBE = ("Modality", "BodyPartExamined", "StudyDescription", "SeriesDescripti
 
 
 MAX_SLICES = 3  # representative slices indexed per multi-slice series
+# body part from the study / series description when BodyPartExamined is empty (often is)
+BODY_WORDS = (("spine", ("spine", "lumbar", "sacr", "vertebra")),
+              ("chest", ("chest", "thorax", "thor", "lung", "cxr", "pulm")),
+              ("head", ("head", "brain", "skull", "cran", "neuro")),
+              ("abdomen", ("abdomen", "abd", "liver", "pancrea", "kidney", "renal")),
+              ("pelvis", ("pelvis", "pelvic", "prostate", "hip")),
+              ("breast", ("breast", "mammo")), ("heart", ("heart", "cardiac", "coronary")))
+
+
+def body_part(ds) -> str:
+    stated = str(ds.get("BodyPartExamined", "") or "").strip().lower().replace(" ", "-")
+    if stated:
+        return {"thorax": "chest", "skull": "head", "brain": "head", "abd": "abdomen"}.get(
+            stated, stated)
+    words = " ".join(str(ds.get(n, "") or "") for n in ("StudyDescription",
+                                                         "SeriesDescription")).lower()
+    return next((part for part, keys in BODY_WORDS if any(k in words for k in keys)), "unknown")
 
 
 def _slice_order(ds, rel: str) -> tuple:
@@ -96,7 +113,7 @@ class DicomReader(CorpusReader):
                 yield Problem(rel, "DICOM without pixel data (e.g. a structured report): skipped")
                 continue
             modality = MODALITIES.get(str(ds.get("Modality", "")).upper(), "other")
-            body = str(ds.get("BodyPartExamined", "") or "unknown").lower().replace(" ", "-")
+            body = body_part(ds)
             study_uid = str(ds.get("StudyInstanceUID", "")) or rel
             syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
             text = "; ".join(f"{name}: {ds.get(name)}" for name in DESCRIBE if ds.get(name))

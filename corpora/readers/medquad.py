@@ -57,8 +57,11 @@ class MedQuadReader(CorpusReader):
                     continue
                 qid = question.get("qid") or f"{doc_id}-{pair.get('pid', '')}"
                 text = f"{(question.text or '').strip()}\n{answer}"
-                yield Record(stable_id("medquad", qid), "guideline", lang="en", text=text,
-                             study=f"medquad:{doc_id}", source="medquad",
+                # ids from the file, not the document id: CancerGov splits one document over
+                # files (0000013_2.xml, 0000013_2_1.xml ...) that reuse its id and qids
+                yield Record(stable_id("medquad", rel, qid), "guideline", lang="en", text=text,
+                             study=f"medquad:{rel}", source="medquad",
                              license=LICENSE,
                              meta={"focus": focus, "qtype": question.get("qtype", ""),
+                                   "document": doc_id, "qid": qid,
                                    "site": site, "url": doc.get("url", ""), "file": rel})
