@@ -205,6 +205,35 @@ def ask(
 
 
 @app.command()
+def serve(
+    index_dir: Path = INDEX_OPT,
+    host: str = typer.Option("127.0.0.1", help="Address to bind; 0.0.0.0 exposes the service "
+                                               "to the network (then set an API key)."),
+    port: int = typer.Option(8000, help="TCP port."),
+    backend: str | None = typer.Option(None, help="faiss or qdrant (default: the index's first)."),
+    api_key: str | None = typer.Option(None, envvar="CASELENS_API_KEY",
+                                       help="Require this key in the X-API-Key header of /v1 calls."),
+    max_upload_mb: float = typer.Option(20, help="Largest accepted upload."),
+):
+    """Serve the HTTP API and the web page: POST /v1/search, POST /v1/ask, GET /v1/records/{id},
+    GET /healthz, /readyz; OpenAPI docs at /docs.
+
+    Example: python cli.py serve --index indexes/default  then open http://127.0.0.1:8000/
+    """
+    import uvicorn
+
+    from rag.api import Settings, create_app
+
+    if host not in ("127.0.0.1", "localhost", "::1") and not api_key:
+        err.print(f"[yellow]warning:[/] serving on {host} without an API key: anyone who can "
+                  "reach this port can query the index (set --api-key or CASELENS_API_KEY)")
+    settings = Settings(index=index_dir, backend=backend, api_key=api_key,
+                        max_upload_bytes=int(max_upload_mb * 1024 * 1024))
+    logging.getLogger("caselens.api").setLevel(logging.INFO)
+    uvicorn.run(create_app(settings), host=host, port=port, log_level="warning")
+
+
+@app.command()
 def demo(dest: Path = typer.Option(Path("corpora/demo"), help="Where to build the corpus."),
          as_json: bool = JSON_OPT):
     """Build the demo corpus from registry packages: 3,955 Open-i chest X-ray reports

@@ -1,8 +1,10 @@
 """Image loading for every stage: ordinary image files and DICOM, to an 8-bit RGB PIL image."""
 from __future__ import annotations
 
+import io
 import logging
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -51,20 +53,71 @@ def load_image(path: str | Path, frame: int | None = None) -> Image.Image:
                          "(is it a corrupt or unsupported file?)") from err
 
 
+def load_image_bytes(data: bytes, max_pixels: int = 64_000_000) -> Image.Image:
+    """Decode an uploaded file (PNG, JPEG, any PIL format, or DICOM) held in memory, refusing
+    more than `max_pixels` before decoding (a decompression bomb); ImageError otherwise."""
+    if not data:
+        raise ImageError("the uploaded image is empty")
+    if len(data) >= 132 and data[128:132] == b"DICM":
+        return dicom_to_image(io.BytesIO(data), max_pixels=max_pixels)
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            if img.width * img.height > max_pixels:
+                raise ImageError(f"the image has {img.width} x {img.height} pixels; the limit is "
+                                 f"{max_pixels:,}: downscale it first")
+            img.load()
+            return _to_rgb(img)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError,
+            Image.DecompressionBombError) as err:
+        if isinstance(err, ImageError):
+            raise
+        why = "not an image format it knows" if isinstance(err, UnidentifiedImageError) else err
+        raise ImageError(f"cannot read the uploaded image: {why} (send a PNG, JPEG or DICOM "
+                         "file)") from err
+
+
 def check_image(path: str | Path) -> None:
     """A cheap readability check (no full decode): ImageError when the file cannot be an image.
-    DICOM pixel data is checked by the DICOM reader; here only ordinary image files."""
+
+    PNG chunks are checksummed; a JPEG, whose data `verify` does not look into, is decoded at
+    1/8 scale, enough to find a file cut short; a DICOM's pixel data must lie whole in the file."""
     path = Path(path)
     if not path.is_file():
         raise ImageError(f"image not found: {path} (check the path)")
     if is_dicom(path) or path.suffix.lower() in DICOM_SUFFIXES:
+        _check_dicom(path)
         return
     try:
         with Image.open(path) as img:
             img.verify()
+        with Image.open(path) as img:
+            if img.format == "JPEG":
+                img.draft(img.mode, (max(1, img.width // 8), max(1, img.height // 8)))
+                img.load()
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
         raise ImageError(f"cannot read image {path}: {err} "
                          "(is it a corrupt or unsupported file?)") from err
+
+
+def _check_dicom(path: Path) -> None:
+    """The header reads, and the pixel data ends inside the file (nothing is decoded)."""
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
+    try:
+        ds = pydicom.dcmread(path, defer_size="1 KB")
+    except (InvalidDicomError, OSError, EOFError, ValueError) as err:
+        raise ImageError(f"cannot read DICOM {path}: {err}") from err
+    tag = next((t for t in (0x7FE00010, 0x7FE00008, 0x7FE00009) if t in ds), None)
+    if tag is None:
+        raise ImageError(f"DICOM {path} has no pixel data (a structured report, a header-only "
+                         "object or a file cut short): no image to use")
+    element = ds.get_item(tag, keep_deferred=True)  # a large value stays unread: length, offset
+    length, start = getattr(element, "length", None), getattr(element, "value_tell", None)
+    size = path.stat().st_size
+    if None not in (length, start) and length != 0xFFFFFFFF and start + length > size:
+        raise ImageError(f"DICOM {path} is cut short: its pixel data needs {length} bytes, the "
+                         f"file holds {size - start} (a truncated copy or download?)")
 
 
 def _to_rgb(img: Image.Image) -> Image.Image:
@@ -81,7 +134,8 @@ def _scale_to_uint8(arr: np.ndarray) -> np.ndarray:
     return np.clip((arr - lo) / (hi - lo) * 255.0, 0, 255).astype(np.uint8)
 
 
-def dicom_to_image(path: Path, frame: int | None = None) -> Image.Image:
+def dicom_to_image(path: Path | BinaryIO, frame: int | None = None,
+                   max_pixels: int | None = None) -> Image.Image:
     """Decode a DICOM file: modality LUT (rescale), VOI LUT / window, MONOCHROME1 inverted.
 
     A multi-frame object gives the asked frame, or its middle one. Compressed transfer syntaxes
@@ -91,18 +145,23 @@ def dicom_to_image(path: Path, frame: int | None = None) -> Image.Image:
     from pydicom.errors import InvalidDicomError
     from pydicom.pixels import apply_modality_lut, apply_voi_lut
 
+    name = path if isinstance(path, (str, Path)) else "upload"  # an upload has no path
     try:
         ds = pydicom.dcmread(path)
     except (InvalidDicomError, OSError, EOFError, ValueError) as err:
-        raise ImageError(f"cannot read DICOM {path}: {err}") from err
+        raise ImageError(f"cannot read DICOM {name}: {err}") from err
     if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
-        raise ImageError(f"DICOM {path} has no pixel data (a structured report or header-only "
+        raise ImageError(f"DICOM {name} has no pixel data (a structured report or header-only "
                          "object): no image to use")
+    size = int(ds.get("Rows", 0) or 0) * int(ds.get("Columns", 0) or 0)
+    if max_pixels and size * int(ds.get("NumberOfFrames", 1) or 1) > max_pixels:
+        raise ImageError(f"DICOM {name} holds more than {max_pixels:,} pixels: send one frame "
+                         "or a smaller series")
     try:
         pixels = ds.pixel_array
     except Exception as err:  # noqa: BLE001 - pydicom raises many types for codec problems
         syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", "unknown")
-        raise ImageError(f"cannot decode pixels of DICOM {path} (transfer syntax {syntax}): "
+        raise ImageError(f"cannot decode pixels of DICOM {name} (transfer syntax {syntax}): "
                          f"{err}; install pylibjpeg, pylibjpeg-libjpeg, pylibjpeg-openjpeg and "
                          "pylibjpeg-rle") from err
     frames = int(getattr(ds, "NumberOfFrames", 1) or 1)
@@ -110,7 +169,7 @@ def dicom_to_image(path: Path, frame: int | None = None) -> Image.Image:
     color = photometric not in ("MONOCHROME1", "MONOCHROME2", "PALETTE COLOR")
     if frames > 1:
         if frame is not None and not 0 <= frame < frames:
-            raise ImageError(f"DICOM {path} has {frames} frames; frame {frame} does not exist")
+            raise ImageError(f"DICOM {name} has {frames} frames; frame {frame} does not exist")
         pixels = pixels[frames // 2 if frame is None else frame]
     if photometric == "PALETTE COLOR":
         from pydicom.pixels import apply_color_lut

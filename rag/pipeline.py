@@ -12,14 +12,17 @@ from typing import Any
 
 from corpora.base import CorpusError
 from generator.base import Generator, create_generator
-from indexers.base import VectorIndexError, open_index
+from indexers.base import VectorIndexError
+from indexers.base import open_index as open_vectors
 from rag.backbones import BackboneError
 from rag.building import BuildSummary, Progress, build_index
 from rag.encoder import Encoder, EncoderError, create_encoder
-from rag.images import ImageError, check_image
+from PIL import Image
+
+from rag.images import ImageError, check_image, load_image_bytes
 from rag.manifest import ManifestError, check_encoder, read_manifest
 from rag.store import RecordStore
-from rag.types import Hit, Query, Report
+from rag.types import Hit, Query, Record, Report
 from retrievers.base import AdaptiveK
 from retrievers.dense import DenseRetriever
 
@@ -45,6 +48,9 @@ def index(corpus: str | Path, index_dir: str | Path = DEFAULT_INDEX, encoder: st
 
 @dataclass
 class Session:
+    """One opened index with its encoder, retriever and generator: what the CLI, the HTTP API
+    and Python code query. Use it as a context manager, or call close()."""
+
     index_dir: Path
     manifest: dict[str, Any]
     encoder: Encoder
@@ -53,9 +59,60 @@ class Session:
     generator: Generator
     closers: list[Any] = field(default_factory=list)
 
+    def search(self, image: ImageInput = None, text: str | None = None,
+               to: str | tuple[str, ...] = ("report",), k: int | str = 5,
+               **filters: str | None) -> list[Hit]:
+        """Cross-modal search: an image (path, PIL image or file bytes) and/or a text against
+        reports, images, guidelines or qa; k a number or "auto"; filters on the hits' fields,
+        e.g. domain="chest-ct", lang="zh" (None values are ignored)."""
+        return search(self, make_query(image, text, to, k, "en", filters))
+
+    def ask(self, image: ImageInput = None, question: str | None = None, lang: str = "en",
+            k: int | str = "auto", **filters: str | None) -> Answer:
+        """Retrieve similar cases and write a report in `lang` whose sentences cite them."""
+        return ask(self, make_query(image, question, ("image", "report"), k, lang, filters), lang)
+
+    def record(self, record_id: str) -> Record | None:
+        return self.store.by_id(record_id)
+
     def close(self) -> None:
         for item in self.closers:
             item.close()
+
+    def __enter__(self) -> Session:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+ImageInput = str | Path | bytes | Image.Image | None
+
+
+def make_query(image: ImageInput, text: str | None, to: str | tuple[str, ...] | list[str],
+               k: int | str, lang: str, filters: dict[str, str | None] | None = None) -> Query:
+    """A Query from loosely typed input: an image as a path, PIL image or file bytes (PNG,
+    JPEG, DICOM); `to` as one kind or several, singular or plural ("reports")."""
+    if isinstance(image, bytes):
+        image = load_image_bytes(image)
+    elif isinstance(image, Path):
+        image = str(image)
+    kinds = (to,) if isinstance(to, str) else tuple(to)
+    kinds = tuple(KIND_NAMES.get(kind, kind) for kind in kinds)
+    if isinstance(k, str) and k != "auto":
+        if not k.isdigit():
+            raise ValueError(f"k must be a number or 'auto', not {k!r}")
+        k = int(k)
+    return Query(image=image, text=text, lang=lang, k=k, to=kinds,
+                 filters={name: value for name, value in (filters or {}).items() if value})
+
+
+KIND_NAMES = {"reports": "report", "images": "image", "guidelines": "guideline", "qas": "qa"}
+
+
+def open_index(index_dir: str | Path = DEFAULT_INDEX, backend: str | None = None) -> Session:
+    """The Python API: `with open_index("indexes/default") as index: index.search(text=...)`."""
+    return open_session(index_dir, backend=backend)
 
 
 def open_session(index_dir: str | Path = DEFAULT_INDEX, encoder: str | None = None,
@@ -70,7 +127,7 @@ def open_session(index_dir: str | Path = DEFAULT_INDEX, encoder: str | None = No
         raise ManifestError(f"index {index_dir} has no {backend} backend; it has "
                             f"{', '.join(manifest['backends'])}")
     store = RecordStore(index_dir / "records.sqlite", readonly=True)
-    vectors = open_index(backend, index_dir, model.dim)
+    vectors = open_vectors(backend, index_dir, model.dim)
     retriever = DenseRetriever(model, store, vectors, AdaptiveK())
     generator = create_generator("composer", low_confidence=model.low_confidence)
     return Session(index_dir, manifest, model, store, retriever, generator, [vectors, store])

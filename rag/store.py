@@ -106,6 +106,11 @@ class RecordStore:
                 found[row[0]] = _to_record(row[1:])
         return found
 
+    def by_id(self, record_id: str) -> Record | None:
+        row = self.db.execute(f"SELECT {','.join(_COLUMNS)} FROM records WHERE id = ?",
+                              (record_id,)).fetchone()
+        return _to_record(row) if row else None
+
     def by_study(self, study: str, kind: str | None = None) -> list[Record]:
         if not study:
             return []

@@ -74,7 +74,7 @@ class Problem:
 
 @dataclass
 class Query:
-    image: str | None = None
+    image: Any = None  # a file path, or an already decoded PIL image (an upload)
     text: str | None = None
     lang: str = "en"
     k: int | Literal["auto"] = 5

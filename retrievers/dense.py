@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import numpy as np
+from PIL import Image
 
 from indexers.base import VectorIndex
 from rag.encoder import Encoder
@@ -27,8 +28,9 @@ class DenseRetriever(Retriever):
     def query_vector(self, query: Query) -> np.ndarray:
         """(dim,) unit vector; an image and a text query are averaged when both are given."""
         parts = []
-        if query.image:
-            parts.append(self.encoder.encode_images([load_image(query.image)])[0])
+        if query.image is not None:
+            image = query.image if isinstance(query.image, Image.Image) else load_image(query.image)
+            parts.append(self.encoder.encode_images([image])[0])
         if query.text and query.text.strip():
             parts.append(self.encoder.encode_texts([query.text.strip()])[0])
         vector = np.mean(parts, axis=0)
