@@ -179,3 +179,14 @@ def test_openapi_schema_documents_the_endpoints(client):
         schema["paths"])
     assert "422" in schema["paths"]["/v1/search"]["post"]["responses"]
     assert json.dumps(schema).count("examples") > 5
+
+
+def test_python_api_is_the_same_session(index_dir, tmp_path):
+    from rag import open_index
+
+    with open_index(index_dir) as index:
+        hits = index.search(text="pleural effusion", to="reports", k=3, lang="zh")
+        assert hits and all(h.record.lang == "zh" for h in hits)
+        answer = index.ask(image=png_bytes(), lang="en")
+        assert answer.report.sections and answer.hits
+        assert index.record(hits[0].record.id).id == hits[0].record.id
