@@ -13,11 +13,37 @@ from pathlib import Path
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
+from rich.text import Text
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
-                  help="caselens: bilingual multimodal retrieval and cited draft reports for "
-                       "medical images, offline.")
+HELP = """caselens: bilingual multimodal retrieval and cited draft reports for medical images,
+offline.
+
+Examples:
+
+  python cli.py demo && python cli.py index corpora/demo
+
+  python cli.py ask --image corpora/demo/dicom/RG1_UNCI.dcm --lang zh
+
+  python cli.py search --text "left pleural effusion" --to reports --k auto --json
+
+  python cli.py corpus inspect ../shared/data/cov-ctr
+
+  python cli.py serve --index indexes/default
+
+Exit codes: 0 done; 1 an error in what was given (path, file, index, option value), printed
+as one sentence on stderr; 2 a command-line usage error. --json prints one JSON document on
+stdout; progress and errors go to stderr."""
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=HELP,
+                  rich_markup_mode=None)
 train_app = typer.Typer(no_args_is_help=True, help="Train caselens models.")
 app.add_typer(train_app, name="train")
 corpus_app = typer.Typer(no_args_is_help=True, help="Look at corpus folders.")
@@ -52,9 +78,17 @@ def main(verbose: bool = typer.Option(False, "-v", "--verbose", help="Log progre
                         format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
 
 
+class _Rate(ProgressColumn):
+    """Items per second, once known."""
+
+    def render(self, task) -> Text:
+        speed = task.finished_speed or task.speed
+        return Text(f"{speed:,.1f}/s" if speed else "", style="progress.data.speed")
+
+
 def _progress(label: str) -> Progress:
-    return Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    console=err, transient=True)
+    return Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), _Rate(),
+                    TimeElapsedColumn(), console=err, transient=True)
 
 
 @app.command()
@@ -142,7 +176,14 @@ def search(
     backend: str | None = typer.Option(None, help="faiss or qdrant (default: the first)."),
     as_json: bool = JSON_OPT,
 ):
-    """Cross-modal search: an image or a text against reports, images, guidelines or QA pairs."""
+    """Cross-modal search: an image or a text against reports, images, guidelines or QA pairs.
+
+    Examples:
+
+      python cli.py search --image x.png --to images --to reports --k 5
+
+      python cli.py search --text "ground-glass opacity" --to reports --domain chest-ct --json
+    """
     from rag import pipeline
 
     query = _query(image, text, "en", k, to, {"modality": modality, "domain": domain,
@@ -176,7 +217,10 @@ def ask(
     backend: str | None = typer.Option(None, help="faiss or qdrant (default: the first)."),
     as_json: bool = JSON_OPT,
 ):
-    """Retrieve similar cases and write a draft report citing them (English or Chinese)."""
+    """Retrieve similar cases and write a draft report citing them (English or Chinese).
+
+    Example: python cli.py ask --image corpora/demo/dicom/RG1_UNCI.dcm --lang zh --json
+    """
     from rag import pipeline
 
     if lang not in ("en", "zh"):
@@ -215,8 +259,10 @@ def serve(
                                        help="Require this key in the X-API-Key header of /v1 calls."),
     max_upload_mb: float = typer.Option(20, help="Largest accepted upload."),
 ):
-    """Serve the HTTP API and the web page: POST /v1/search, POST /v1/ask, GET /v1/records/{id},
-    GET /healthz, /readyz; OpenAPI docs at /docs.
+    """Serve the HTTP API and the web page over an index.
+
+    POST /v1/search, POST /v1/ask, GET /v1/records/{id}[/thumbnail], GET /healthz, /readyz;
+    OpenAPI docs at /docs; the web page at /.
 
     Example: python cli.py serve --index indexes/default  then open http://127.0.0.1:8000/
     """
@@ -236,8 +282,12 @@ def serve(
 @app.command()
 def demo(dest: Path = typer.Option(Path("corpora/demo"), help="Where to build the corpus."),
          as_json: bool = JSON_OPT):
-    """Build the demo corpus from registry packages: 3,955 Open-i chest X-ray reports
-    (torchxrayvision) and real DICOM images (pydicom-data)."""
+    """Build the demo corpus from registry packages (no download from elsewhere).
+
+    3,955 Open-i chest X-ray reports (torchxrayvision) and real DICOM images (pydicom-data).
+
+    Example: python cli.py demo && python cli.py index corpora/demo
+    """
     from rag import pipeline
 
     summary = _run(lambda: pipeline.build_demo(dest))
@@ -253,8 +303,13 @@ def corpus_inspect(
     fmt: str | None = typer.Option(None, "--format", help="Force a corpus format."),
     as_json: bool = JSON_OPT,
 ):
-    """Say what `index` would read from a folder, without building anything: detected
-    format(s), counts per kind, modality, domain and language, and every unusable file."""
+    """Say what `index` would read from a folder, without building anything.
+
+    Detected format(s), counts per kind, modality, domain and language, every unusable file
+    with the reason, and the reading speed.
+
+    Example: python cli.py corpus inspect ../shared/data/medpix-2.0 --json
+    """
     from rag import pipeline
 
     report = _run(lambda: pipeline.inspect_corpus(corpus, fmt))
@@ -287,8 +342,13 @@ def train_encoder(
     seed: int = typer.Option(0, help="Random seed (split is by group hash, not by seed)."),
     as_json: bool = JSON_OPT,
 ):
-    """Stage 1: train the projection heads contrastively (symmetric InfoNCE) on the image-report
-    pairs of the given corpora, split by patient/case; prints test Recall@K before and after."""
+    """Stage 1: train the projection heads contrastively on image-report pairs.
+
+    Symmetric InfoNCE over the pairs of the given corpora, split by patient / case; prints
+    test Recall@K before and after.
+
+    Example: python cli.py train encoder ../shared/data/cov-ctr ../shared/data/medpix-2.0
+    """
     from rag import pipeline
 
     with _progress("features") as bar:

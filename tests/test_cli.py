@@ -103,6 +103,6 @@ def test_corpus_inspect_counts_and_lists_problems_without_building(tmp_path):
     assert report["by_kind"]["report"] == {"chest-xray/en": 6, "chest-xray/zh": 6}
     assert not (tmp_path / "indexes").exists()
     text = runner.invoke(app, ["corpus", "inspect", str(corpus)])
-    assert "generic" in text.stdout and "cannot be used" in text.stdout
+    assert "generic" in text.stdout and "1 problem(s)" in text.stdout and "records/s" in text.stdout
     bad = runner.invoke(app, ["corpus", "inspect", str(tmp_path / "missing")])
     assert bad.exit_code == 1 and "not found" in bad.stderr
