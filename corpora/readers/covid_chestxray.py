@@ -34,6 +34,9 @@ class CovidChestXrayReader(CorpusReader):
                               f"{first_line[name]}: this row is skipped")
                 continue
             first_line[name] = line
+            if None in row or None in row.values():  # a cut or shifted row: say so, keep it
+                yield Problem(f"metadata.csv:{line}", "row does not have the header's "
+                              f"{len(row) - (None in row)} columns: read as far as it goes")
             modality = MODALITY.get(row.get("modality", ""), "other")
             base = dict(modality=modality, body_part="chest", domain=f"chest-{modality}",
                         source="covid-chestxray", license=(row.get("license") or "").strip(),

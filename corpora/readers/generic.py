@@ -28,10 +28,10 @@ MANIFEST = "manifest.jsonl"
 
 def _first_object(path: Path) -> dict | None:
     try:
-        with open(path, encoding="utf-8") as handle:
+        with open(path, "rb") as handle:  # bytes: a bad byte further down is not this line's
             for line in handle:
                 if line.strip():
-                    item = json.loads(line)
+                    item = json.loads(line.decode("utf-8-sig"))
                     return item if isinstance(item, dict) else None
     except (OSError, ValueError):
         return None
@@ -55,6 +55,7 @@ class GenericReader(CorpusReader):
                    for p in _images(root)[:200])
 
     def read(self) -> Iterator[Record | Problem]:
+        self._texts: dict[str, str] = {}  # text record id -> where it was first read
         if (self.root / MANIFEST).is_file():
             yield from self._manifest()
         else:
@@ -79,17 +80,25 @@ class GenericReader(CorpusReader):
             # so that re-indexing a grown corpus finds the records it already has
             own = str(image) if image else hashed(
                 f"{item.get('study') or ''}\0{fields.get('lang', '')}\0{kind}\0{text}")
-            yield Record(str(item.get("id") or stable_id("generic", own, "text")), kind,
-                         text=text, **base)
+            record_id = str(item.get("id") or stable_id("generic", own, "text"))
+            if record_id in self._texts:
+                yield Problem(key, f"duplicate id {record_id} (first on {self._texts[record_id]}):"
+                              " this text is left out")
+                return
+            self._texts[record_id] = key
+            yield Record(record_id, kind, text=text, **base)
 
     def _manifest(self) -> Iterator[Record | Problem]:
-        with open(self.root / MANIFEST, encoding="utf-8") as handle:
+        with open(self.root / MANIFEST, "rb") as handle:  # decoded a line at a time
             for number, line in enumerate(handle, 1):
                 if not line.strip():
                     continue
                 where = f"{MANIFEST}:{number}"
                 try:
-                    item = json.loads(line)
+                    item = json.loads(line.decode("utf-8-sig"))
+                except UnicodeDecodeError as err:
+                    yield Problem(where, f"not UTF-8 text: {err}")
+                    continue
                 except ValueError as err:
                     yield Problem(where, f"not valid JSON: {err}")
                     continue
@@ -112,5 +121,6 @@ class GenericReader(CorpusReader):
                 elif txt.is_file():
                     item["text"] = txt.read_text(encoding="utf-8")
             except (OSError, ValueError) as err:
-                yield Problem(side.name if side.is_file() else txt.name, f"unreadable sidecar: {err}")
+                bad = side if side.is_file() else txt
+                yield Problem(bad.relative_to(self.root).as_posix(), f"unreadable sidecar: {err}")
             yield from self._record(item, rel, str(item.get("study") or rel))

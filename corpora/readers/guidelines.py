@@ -97,8 +97,9 @@ class GuidelinesReader(CorpusReader):
                                      study=f"guideline:{rel}", source="guidelines",
                                      meta={"headings": heading_path, "file": rel, "chunk": count})
                         count += 1
-            if not count:
-                yield Problem(rel, "no text in the file (a scanned PDF needs OCR first)")
+            if not count:  # only a PDF can hold its text as images
+                hint = " (a scanned PDF needs OCR first)" if path.suffix.lower() == ".pdf" else ""
+                yield Problem(rel, f"no text in the file{hint}")
 
     def _sections(self, path: Path, by_heading) -> Iterator[tuple[list[str], str]]:
         suffix = path.suffix.lower()

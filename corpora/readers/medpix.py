@@ -24,6 +24,14 @@ def _load(path: Path):
         return None
 
 
+def _malformed(name: str, number: int, entry, key: str, err: Exception) -> Problem:
+    """An entry that cannot be used, named by its id when it has one, else by its position."""
+    label = entry.get(key) if isinstance(entry, dict) else None
+    why = ("entry is not a JSON object" if not isinstance(entry, dict) else
+           f"entry without {err}" if isinstance(err, KeyError) else f"malformed entry: {err}")
+    return Problem(f"{name}:{label or f'#{number}'}", why)
+
+
 @register_reader("medpix")
 class MedPixReader(CorpusReader):
     priority = 10
@@ -37,23 +45,28 @@ class MedPixReader(CorpusReader):
         return isinstance(data, list) and bool(data) and {"U_id", "image"} <= set(data[0])
 
     def read(self) -> Iterator[Record | Problem]:
-        cases, descs = _load(self.root / "Case_topic.json"), _load(self.root / "Descriptions.json")
-        if not isinstance(cases, list) or not isinstance(descs, list):
-            yield Problem("Case_topic.json", "unreadable MedPix JSON files")
-            return
+        loaded: dict[str, list] = {}
+        for name in ("Descriptions.json", "Case_topic.json"):  # one broken file spares the other
+            try:
+                loaded[name] = json.loads((self.root / name).read_text(encoding="utf-8"))
+            except (OSError, ValueError) as err:
+                yield Problem(name, f"unreadable MedPix JSON, left out: {err}")
+            if not isinstance(loaded.setdefault(name, []), list):
+                yield Problem(name, "not a list of MedPix entries, left out")
+                loaded[name] = []
         images = image_files(self.root)
         body_of: dict[str, str] = {}
-        for desc in descs:
+        for number, desc in enumerate(loaded["Descriptions.json"]):
             try:
                 yield from self._image(desc, images, body_of)
             except (KeyError, TypeError, AttributeError) as err:
-                yield Problem(f"Descriptions.json:{desc.get('image', '?')}", f"malformed: {err}")
+                yield _malformed("Descriptions.json", number, desc, "image", err)
         topics: set[str] = set()
-        for case in cases:
+        for number, case in enumerate(loaded["Case_topic.json"]):
             try:
                 yield from self._case(case, body_of, topics)
             except (KeyError, TypeError, AttributeError) as err:
-                yield Problem(f"Case_topic.json:{case.get('U_id', '?')}", f"malformed: {err}")
+                yield _malformed("Case_topic.json", number, case, "U_id", err)
 
     def _image(self, desc: dict, images: dict[str, Path], body_of: dict[str, str]):
         name, case = desc["image"], desc["U_id"]

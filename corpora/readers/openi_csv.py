@@ -34,6 +34,9 @@ class OpenICsvReader(CorpusReader):
             if not uid or not (findings.strip() or impression.strip()):
                 yield Problem(f"{REPORTS}:{line}", "row without uid, findings or impression")
                 continue
+            if None in row or None in row.values():  # a cut or shifted row: say so, keep it
+                yield Problem(f"{REPORTS}:{line}", "row does not have the header's "
+                              f"{len(row) - (None in row)} columns: read as far as it goes")
             yield Record(stable_id("openi", "csv", uid), "report", lang="en",
                          text=report_text(findings, impression, "en"), study=f"openi:CXR{uid}",
                          source="openi", license="Open-i terms of use",
