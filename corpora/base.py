@@ -99,7 +99,8 @@ def open_corpus(root: str | Path, fmt: str | None = None) -> Corpus:
     ]
     if not parts:
         if not any(root.iterdir()):
-            raise CorpusError(f"corpus folder {root} is empty")
+            raise CorpusError(f"corpus folder {root} is empty: check the path, or copy the "
+                              "corpus files into it")
         raise CorpusError(
             f"no known corpus layout in {root}; known formats: {', '.join(sorted(READERS))}. "
             "For your own data use the generic layout: images with a sidecar .txt/.json "

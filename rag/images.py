@@ -160,10 +160,12 @@ def dicom_to_image(path: Path | BinaryIO, frame: int | None = None,
     try:
         pixels = ds.pixel_array
     except Exception as err:  # noqa: BLE001 - pydicom raises many types for codec problems
-        syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", "unknown")
-        raise ImageError(f"cannot decode pixels of DICOM {name} (transfer syntax {syntax}): "
-                         f"{err}; install pylibjpeg, pylibjpeg-libjpeg, pylibjpeg-openjpeg and "
-                         "pylibjpeg-rle") from err
+        syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+        advice = ("the file may be damaged, or install pylibjpeg, pylibjpeg-libjpeg, "
+                  "pylibjpeg-openjpeg and pylibjpeg-rle" if syntax is not None
+                  and syntax.is_compressed else "the file is damaged or cut short")
+        raise ImageError(f"cannot decode pixels of DICOM {name} (transfer syntax "
+                         f"{syntax or 'unknown'}): {err}; {advice}") from err
     frames = int(getattr(ds, "NumberOfFrames", 1) or 1)
     photometric = str(getattr(ds, "PhotometricInterpretation", "MONOCHROME2")).upper()
     color = photometric not in ("MONOCHROME1", "MONOCHROME2", "PALETTE COLOR")

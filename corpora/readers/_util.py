@@ -25,6 +25,15 @@ def csv_rows(path: Path) -> Iterator[dict[str, str]]:
     return csv.DictReader(io.StringIO(read_text(path), newline=""))
 
 
+def ragged(row: dict) -> str:
+    """Why a csv.DictReader row is cut short or too long ("" when it is whole): such a row is
+    reported and read as far as it goes."""
+    if None in row or None in row.values():
+        return (f"row does not have the header's {len(row) - (None in row)} columns: "
+                "read as far as it goes")
+    return ""
+
+
 def csv_header(path: Path) -> set[str]:
     try:
         return set(next(csv.reader(io.StringIO(read_text(path), newline="")), []))

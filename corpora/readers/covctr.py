@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from corpora.base import CorpusReader, register_reader
-from corpora.readers._util import csv_header, csv_rows, image_files, report_text, sections
+from corpora.readers._util import ragged, csv_header, csv_rows, image_files, report_text, sections
 from rag.types import Problem, Record, stable_id
 
 COLUMNS = {"image_id", "findings", "impression", "reports_En"}
@@ -48,7 +48,9 @@ class CovCtrReader(CorpusReader):
                     yield self._image(images[name], study, meta)
                 else:
                     yield Problem(name, "image listed in the report table is missing")
-            findings, impression = row.get("findings", ""), row.get("impression", "")
+            if why := ragged(row):  # a cut or shifted row: say so, keep what it has
+                yield Problem(f"{table.name}:{line}", why)
+            findings, impression = row.get("findings") or "", row.get("impression") or ""
             if findings.strip() or impression.strip():
                 yield Record(stable_id("cov-ctr", key, "zh"), "report", lang="zh",
                              text=report_text(findings, impression, "zh"), study=study,

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from corpora.base import CorpusReader, register_reader
-from corpora.readers._util import csv_header, csv_rows, hashed, image_files
+from corpora.readers._util import ragged, csv_header, csv_rows, hashed, image_files
 from rag.types import Problem, Record, stable_id
 
 COLUMNS = {"patientid", "filename", "modality", "clinical_notes"}
@@ -34,9 +34,8 @@ class CovidChestXrayReader(CorpusReader):
                               f"{first_line[name]}: this row is skipped")
                 continue
             first_line[name] = line
-            if None in row or None in row.values():  # a cut or shifted row: say so, keep it
-                yield Problem(f"metadata.csv:{line}", "row does not have the header's "
-                              f"{len(row) - (None in row)} columns: read as far as it goes")
+            if why := ragged(row):  # a cut or shifted row: say so, keep it
+                yield Problem(f"metadata.csv:{line}", why)
             modality = MODALITY.get(row.get("modality", ""), "other")
             base = dict(modality=modality, body_part="chest", domain=f"chest-{modality}",
                         source="covid-chestxray", license=(row.get("license") or "").strip(),

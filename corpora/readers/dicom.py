@@ -14,7 +14,7 @@ from pathlib import Path
 
 from corpora.base import CorpusReader, register_reader
 from corpora.readers._util import hashed
-from rag.images import is_dicom
+from rag.images import DICOM_SUFFIXES, is_dicom
 from rag.types import Problem, Record, stable_id
 
 MODALITIES = {"CR": "xray", "DX": "xray", "DR": "xray", "RG": "xray", "MG": "xray",
@@ -72,6 +72,18 @@ def representatives(members: list[tuple[tuple, Record]]) -> Iterator[Record]:
         yield record
 
 
+def _no_pixels(ds) -> str:
+    """Why a DICOM object has no pixel data: an image header without pixels is a damaged or
+    cut-short file, anything else (a structured report, a presentation state) has none."""
+    sop = ds.get("SOPClassUID")
+    image_class = sop is not None and "Image" in getattr(sop, "name", "")
+    if image_class or any(name in ds for name in ("Rows", "Columns", "ImageType")):
+        return "DICOM image without pixel data: the file is damaged or cut short"
+    if "SOPClassUID" not in ds and "Modality" not in ds:
+        return "DICOM preamble without readable elements: the file is damaged"
+    return "DICOM without pixel data (e.g. a structured report): skipped"
+
+
 def frames(record: Record, count: int) -> Iterator[Record]:
     """A multi-frame object is indexed by a few of its frames, each an image record that
     names its frame (the image loader decodes that one)."""
@@ -102,6 +114,10 @@ class DicomReader(CorpusReader):
         series: dict[str, list[tuple[tuple, Record]]] = defaultdict(list)
         for path in _files(self.root):
             if not is_dicom(path):
+                if path.suffix.lower() in DICOM_SUFFIXES:  # named DICOM, but empty or damaged
+                    yield Problem(path.relative_to(self.root).as_posix(),
+                                  "not a readable DICOM file (empty, or no DICM preamble: "
+                                  "damaged or cut short)")
                 continue
             rel = path.relative_to(self.root).as_posix()
             try:
@@ -110,7 +126,7 @@ class DicomReader(CorpusReader):
                 yield Problem(rel, f"unreadable DICOM: {err}")
                 continue
             if not any(tag in ds for tag in PIXEL_TAGS):
-                yield Problem(rel, "DICOM without pixel data (e.g. a structured report): skipped")
+                yield Problem(rel, _no_pixels(ds))
                 continue
             modality = MODALITIES.get(str(ds.get("Modality", "")).upper(), "other")
             body = body_part(ds)

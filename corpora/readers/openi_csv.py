@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from corpora.base import CorpusReader, register_reader
-from corpora.readers._util import csv_header, csv_rows, image_files, report_text, sections
+from corpora.readers._util import ragged, csv_header, csv_rows, image_files, report_text, sections
 from rag.types import Problem, Record, stable_id
 
 REPORTS = "indiana_reports.csv"
@@ -34,9 +34,8 @@ class OpenICsvReader(CorpusReader):
             if not uid or not (findings.strip() or impression.strip()):
                 yield Problem(f"{REPORTS}:{line}", "row without uid, findings or impression")
                 continue
-            if None in row or None in row.values():  # a cut or shifted row: say so, keep it
-                yield Problem(f"{REPORTS}:{line}", "row does not have the header's "
-                              f"{len(row) - (None in row)} columns: read as far as it goes")
+            if why := ragged(row):  # a cut or shifted row: say so, keep it
+                yield Problem(f"{REPORTS}:{line}", why)
             yield Record(stable_id("openi", "csv", uid), "report", lang="en",
                          text=report_text(findings, impression, "en"), study=f"openi:CXR{uid}",
                          source="openi", license="Open-i terms of use",

@@ -261,14 +261,10 @@ def both(*damages):
     return damage
 
 
-XFAIL_COVCTR = pytest.mark.xfail(strict=True, reason=(
-    "covctr.py: a row with missing columns gives None for them (csv.DictReader) and "
-    "`impression.strip()` raises AttributeError: the whole read stops"))
-
 CASES = [  # builder, damage, {problem path: reason}, change in the counts by kind, format
     pytest.param(fixtures.covctr, covctr_gbk, {}, {}, None, id="covctr-gbk-table-still-reads"),
     pytest.param(fixtures.covctr, covctr_short_row, {"reports.csv:3": "column"}, {"report": -1},
-                 None, id="covctr-row-missing-columns", marks=XFAIL_COVCTR),
+                 None, id="covctr-row-missing-columns"),
     pytest.param(fixtures.covid, covid_short_row, {"metadata.csv:4": "column"}, {"image": 1},
                  None, id="covid-row-missing-columns"),
     pytest.param(manifest, manifest_bad_json, {"manifest.jsonl:4": "not valid JSON"}, {}, None,
@@ -364,10 +360,6 @@ def test_damaged_dicom_files_are_reported_and_the_good_ones_read(tmp_path):
     assert counts == Counter(image=3)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "dicom.py: pydicom reads a file cut off (or garbage after DICM) without an error and "
-    "without its pixel data, and the reader calls it 'DICOM without pixel data (e.g. a "
-    "structured report)': the reason does not say the file is damaged"))
 def test_a_cut_or_garbled_dicom_is_called_damaged(tmp_path):
     _, problems = inspect(dicom_folder(tmp_path / "pacs"))
     reasons = dict(problems)
@@ -376,9 +368,6 @@ def test_a_cut_or_garbled_dicom_is_called_damaged(tmp_path):
         assert re.search(r"truncat|cut short|corrupt|damaged|incomplete", reasons[path]), path
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "dicom.py: a file without the DICM preamble is skipped without a Problem, so a "
-    "zero-byte IM9.dcm in a PACS export disappears silently"))
 def test_a_zero_byte_dicom_file_is_reported(tmp_path):
     root = dicom_folder(tmp_path / "pacs")
     (root / "good" / "IM9.dcm").write_bytes(b"")
@@ -469,9 +458,6 @@ def test_a_corpus_that_cannot_be_read_says_what_to_do(tmp_path, make, says):
     assert not (tmp_path / "index").exists()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "corpora/base.py: an empty folder gives 'corpus folder ... is empty', which names the "
-    "problem but not what to do (e.g. check the path, or copy the corpus there)"))
 def test_an_empty_folder_says_what_to_do(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(CorpusError, match=r"is empty.*\b(put|copy|add|check)\b"):
