@@ -74,12 +74,18 @@ class VectorIndex(ABC):
     def close(self) -> None:
         """Release files and locks; unsaved adds may be lost. The object is unusable after."""
 
+    def describe(self) -> dict:
+        """What was built and how it searches (index type, parameters, counts), for the
+        manifest; JSON-serialisable, never a secret such as an API key."""
+        return {"backend": self.name}
 
-def open_index(backend: str, path: str | Path, dim: int) -> VectorIndex:
-    """Open (or create) the named backend's index under `path`."""
+
+def open_index(backend: str, path: str | Path, dim: int, **options) -> VectorIndex:
+    """Open (or create) the named backend's index under `path`; `options` are the backend's
+    own build / connection settings (e.g. FAISS index_type, a Qdrant url)."""
     import indexers.faiss_index
     import indexers.qdrant_index  # noqa: F401 - registers "qdrant"
 
     if backend not in BACKENDS:
         raise VectorIndexError(f"unknown index backend {backend!r}; choose from {', '.join(BACKENDS)}")
-    return BACKENDS[backend](Path(path), dim)
+    return BACKENDS[backend](Path(path), dim, **options)

@@ -151,7 +151,8 @@ def _encode_batch(encoder: Encoder, batch: Sequence[Record],
     return kept, encoder.encode_images(images)
 
 
-def _reusable(index_dir: Path, encoder: Encoder, backends: Sequence[str], root: Path) -> str:
+def _reusable(index_dir: Path, encoder: Encoder, backends: Sequence[str], root: Path,
+              options: dict[str, dict]) -> str:
     """Why the index at index_dir cannot be updated in place ("" when it can)."""
     path = index_dir / MANIFEST
     if not path.exists():
@@ -168,6 +169,8 @@ def _reusable(index_dir: Path, encoder: Encoder, backends: Sequence[str], root: 
         return "it was built from another corpus folder"
     if manifest.get("store", 1) < 2:
         return "it was built by an older caselens"
+    if manifest.get("index_options", {}) != options:
+        return "other index options were asked for"
     return ""
 
 
@@ -232,12 +235,16 @@ class _Writer:
 def build_index(corpus_dir: str | Path, index_dir: str | Path, encoder: Encoder,
                 encoder_config: str, backends: Sequence[str] = ("faiss", "qdrant"),
                 fmt: str | None = None, batch_size: int = 32,
-                progress: Progress | None = None, rebuild: bool = False) -> BuildSummary:
+                progress: Progress | None = None, rebuild: bool = False,
+                index_options: dict[str, dict] | None = None) -> BuildSummary:
     """Build the index at `index_dir`, or bring an existing one up to date with its corpus.
 
     The old index stays usable until the new one is complete, and a failed build leaves
     nothing behind: the work happens on a copy that replaces the index only at the end.
+    `index_options` maps a backend name to its options (see indexers/), e.g.
+    {"faiss": {"index_type": "hnsw"}}; they are kept in the manifest for reopening.
     """
+    index_options = {name: dict(opts) for name, opts in (index_options or {}).items()}
     started = time.perf_counter()
     corpus = open_corpus(corpus_dir, fmt)
     index_dir = Path(index_dir)
@@ -245,7 +252,7 @@ def build_index(corpus_dir: str | Path, index_dir: str | Path, encoder: Encoder,
     work = index_dir.parent / f".{index_dir.name}.building"
     shutil.rmtree(work, ignore_errors=True)  # leftovers of a crashed build
     why_not = "--rebuild asked for" if rebuild else _reusable(index_dir, encoder, backends,
-                                                              corpus.root)
+                                                              corpus.root, index_options)
     if why_not:
         log.info("building %s from scratch: %s", index_dir, why_not)
         work.mkdir()
@@ -257,7 +264,7 @@ def build_index(corpus_dir: str | Path, index_dir: str | Path, encoder: Encoder,
     try:
         store = RecordStore(work / "records.sqlite")
         for name in backends:
-            indexes.append(open_index(name, work, encoder.dim))
+            indexes.append(open_index(name, work, encoder.dim, **index_options.get(name, {})))
         writer = _Writer(store, indexes, encoder, cache, problems)
         for done, rec in enumerate(iter_records(corpus, problems), 1):
             writer.offer(rec, batch_size)
@@ -268,14 +275,17 @@ def build_index(corpus_dir: str | Path, index_dir: str | Path, encoder: Encoder,
             raise CorpusError(_no_records(corpus_dir, problems))
         counts = store.counts()
         fingerprint = store.fingerprint()
+        described = {}
         for index in indexes:
             index.save()
+            described[index.name] = index.describe()
             index.close()
         store.close()
         write_manifest(work, {
             "encoder": {"name": encoder.name, "fingerprint": encoder.fingerprint,
                         "config": encoder_config, "dim": encoder.dim},
             "metric": "ip", "backends": list(backends), "counts": counts, "store": 2,
+            "index_options": index_options, "indexes": described,
             "corpus": {"root": str(corpus.root), "formats": corpus.formats,
                        "fingerprint": fingerprint},
             "changes": writer.changes, "problems": len(problems)})

@@ -39,11 +39,11 @@ USER_ERRORS: tuple[type[BaseException], ...] = (
 def index(corpus: str | Path, index_dir: str | Path = DEFAULT_INDEX, encoder: str = "default",
           backends: tuple[str, ...] = ("faiss", "qdrant"), fmt: str | None = None,
           progress: Progress | None = None, batch_size: int = 32,
-          rebuild: bool = False) -> BuildSummary:
+          rebuild: bool = False, index_options: dict[str, dict] | None = None) -> BuildSummary:
     """Detect the corpus format, encode every record, build the vector indexes; an existing
     index of the same corpus and encoder is updated (only new or changed records encoded)."""
     return build_index(corpus, index_dir, create_encoder(encoder), encoder, backends, fmt,
-                       batch_size, progress, rebuild)
+                       batch_size, progress, rebuild, index_options)
 
 
 @dataclass
@@ -127,7 +127,8 @@ def open_session(index_dir: str | Path = DEFAULT_INDEX, encoder: str | None = No
         raise ManifestError(f"index {index_dir} has no {backend} backend; it has "
                             f"{', '.join(manifest['backends'])}")
     store = RecordStore(index_dir / "records.sqlite", readonly=True)
-    vectors = open_vectors(backend, index_dir, model.dim)
+    options = manifest.get("index_options", {}).get(backend, {})
+    vectors = open_vectors(backend, index_dir, model.dim, **options)
     retriever = DenseRetriever(model, store, vectors, AdaptiveK())
     generator = create_generator("composer", low_confidence=model.low_confidence)
     return Session(index_dir, manifest, model, store, retriever, generator, [vectors, store])
