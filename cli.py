@@ -137,7 +137,7 @@ def index(
 
 
 def _query(image: Path | None, text: str | None, lang: str, k: str, to: list[str],
-           filters: dict[str, str | None]):
+           filters: dict[str, str]):
     from rag.types import Query
 
     if not image and not text:
@@ -153,13 +153,31 @@ def _query(image: Path | None, text: str | None, lang: str, k: str, to: list[str
         fail(f"--k must be a number or 'auto', not {k!r}")
     return _run(lambda: Query(image=str(image) if image else None, text=text, lang=lang,
                               k="auto" if k == "auto" else int(k), to=tuple(kinds),
-                              filters={n: v for n, v in filters.items() if v}))
+                              filters=filters))
 
 
-def _session(index_dir: Path, encoder: str | None, backend: str | None):
+def _session(index_dir: Path, encoder: str | None, backend: str | None, route: bool = True):
     from rag import pipeline
 
-    return _run(lambda: pipeline.open_session(index_dir, encoder, backend))
+    return _run(lambda: pipeline.open_session(index_dir, encoder, backend, route=route))
+
+
+FILTER_OPT = typer.Option([], "--filter", help="Only records whose FIELD equals VALUE: any record "
+                                               "field or meta.KEY, e.g. --filter meta.view=PA "
+                                               "(repeatable).")
+ROUTE_OPT = typer.Option(True, "--route/--no-route",
+                         help="Search an image query's predicted domain only (a clear vote of its "
+                              "nearest indexed images; a close vote widens it).")
+
+
+def _filters(pairs: list[str], **named: str | None) -> dict[str, str]:
+    found = {name: value for name, value in named.items() if value}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name.strip():
+            fail(f"--filter needs FIELD=VALUE, not {pair!r}")
+        found[name.strip()] = value.strip()
+    return found
 
 
 @app.command()
@@ -171,6 +189,8 @@ def search(
     modality: str | None = typer.Option(None, help="Only this modality (xray, ct, mr...)."),
     domain: str | None = typer.Option(None, help="Only this domain (chest-xray...)."),
     lang: str | None = typer.Option(None, help="Only records in this language (en, zh)."),
+    filters: list[str] = FILTER_OPT,
+    route: bool = ROUTE_OPT,
     index_dir: Path = INDEX_OPT,
     encoder: str | None = typer.Option(None, help="Encoder (default: the index's own)."),
     backend: str | None = typer.Option(None, help="faiss or qdrant (default: the first)."),
@@ -186,16 +206,20 @@ def search(
     """
     from rag import pipeline
 
-    query = _query(image, text, "en", k, to, {"modality": modality, "domain": domain,
-                                              "lang": lang})
-    session = _session(index_dir, encoder, backend)
+    query = _query(image, text, "en", k, to, _filters(filters, modality=modality, domain=domain,
+                                                      lang=lang))
+    session = _session(index_dir, encoder, backend, route)
     try:
         hits = _run(lambda: pipeline.search(session, query))
+        explain = session.explain
     finally:
         session.close()
     if as_json:
-        out.print_json(json.dumps({"hits": [h.to_dict() for h in hits]}, ensure_ascii=False))
+        out.print_json(json.dumps({"hits": [h.to_dict() for h in hits], "retrieval": explain},
+                                  ensure_ascii=False))
         return
+    if explain.get("route"):
+        out.print(f"route: {explain['route']['text']}", markup=False, highlight=False)
     if not hits:
         out.print("no hits")
     for hit in hits:
@@ -212,6 +236,9 @@ def ask(
     text: str | None = typer.Option(None, help="A question or clinical context."),
     lang: str = typer.Option("en", help="Report language: en or zh."),
     k: str = typer.Option("auto", help="Cases to use per kind, or 'auto'."),
+    domain: str | None = typer.Option(None, help="Only cases of this domain (overrides routing)."),
+    filters: list[str] = FILTER_OPT,
+    route: bool = ROUTE_OPT,
     index_dir: Path = INDEX_OPT,
     encoder: str | None = typer.Option(None, help="Encoder (default: the index's own)."),
     backend: str | None = typer.Option(None, help="faiss or qdrant (default: the first)."),
@@ -225,8 +252,8 @@ def ask(
 
     if lang not in ("en", "zh"):
         fail(f"--lang must be en or zh, not {lang!r}")
-    query = _query(image, text, lang, k, ["images", "reports"], {})
-    session = _session(index_dir, encoder, backend)
+    query = _query(image, text, lang, k, ["images", "reports"], _filters(filters, domain=domain))
+    session = _session(index_dir, encoder, backend, route)
     try:
         answer = _run(lambda: pipeline.ask(session, query, lang))
     finally:

@@ -83,6 +83,10 @@ class HitOut(BaseModel):
 
 class SearchOut(BaseModel):
     hits: list[HitOut]
+    retrieval: dict[str, Any] = Field(
+        default_factory=dict, description="the domain route and, per kind, the k rule and cut",
+        examples=[{"route": {"domains": ["chest-xray"], "confidence": 0.93},
+                   "cuts": {"report": {"candidates": 20, "kept": 4}}}])
     seconds: float
 
 
@@ -101,6 +105,7 @@ class ReportOut(BaseModel):
 class AskOut(BaseModel):
     report: ReportOut
     hits: list[HitOut]
+    retrieval: dict[str, Any] = {}
     seconds: float
 
 
@@ -271,8 +276,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         image = await read_upload(file)
         started = time.perf_counter()
         filters = {"domain": domain, "modality": modality, "lang": lang, "body_part": body_part}
-        hits = run(lambda: session().search(image, text, _kinds(to), k, **filters))
-        return {"hits": [hit_out(h) for h in hits],
+        hits, explain = run(lambda: (session().search(image, text, _kinds(to), k, **filters),
+                                     session().explain))
+        return {"hits": [hit_out(h) for h in hits], "retrieval": explain,
                 "seconds": round(time.perf_counter() - started, 4)}
 
     @app.post("/v1/ask", tags=["reports"], response_model=AskOut, responses=ERRORS,
@@ -289,7 +295,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         started = time.perf_counter()
         answer = run(lambda: session().ask(image, question, lang, k, domain=domain))
         return {"report": answer.report.to_dict(), "hits": [hit_out(h) for h in answer.hits],
-                "seconds": round(time.perf_counter() - started, 4)}
+                "retrieval": answer.retrieval, "seconds": round(time.perf_counter() - started, 4)}
 
     @app.get("/v1/records/{record_id:path}/thumbnail", tags=["records"], dependencies=v1,
              responses={**ERRORS, 200: {"content": {"image/png": {}}}},

@@ -25,6 +25,7 @@ from rag.store import RecordStore
 from rag.types import Hit, Query, Record, Report
 from retrievers.base import AdaptiveK
 from retrievers.dense import DenseRetriever
+from retrievers.routing import DomainRouter
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +73,12 @@ class Session:
         """Retrieve similar cases and write a report in `lang` whose sentences cite them."""
         return ask(self, make_query(image, question, ("image", "report"), k, lang, filters), lang)
 
+    @property
+    def explain(self) -> dict:
+        """How the last search was answered: the domain route and, per kind, the k rule, the
+        candidates and how many were kept."""
+        return dict(self.retriever.last)
+
     def record(self, record_id: str) -> Record | None:
         return self.store.by_id(record_id)
 
@@ -110,14 +117,17 @@ def make_query(image: ImageInput, text: str | None, to: str | tuple[str, ...] | 
 KIND_NAMES = {"reports": "report", "images": "image", "guidelines": "guideline", "qas": "qa"}
 
 
-def open_index(index_dir: str | Path = DEFAULT_INDEX, backend: str | None = None) -> Session:
+def open_index(index_dir: str | Path = DEFAULT_INDEX, backend: str | None = None,
+               route: bool = True) -> Session:
     """The Python API: `with open_index("indexes/default") as index: index.search(text=...)`."""
-    return open_session(index_dir, backend=backend)
+    return open_session(index_dir, backend=backend, route=route)
 
 
 def open_session(index_dir: str | Path = DEFAULT_INDEX, encoder: str | None = None,
-                 backend: str | None = None, encoder_obj: Encoder | None = None) -> Session:
-    """Load an index and everything needed to query it; refuses a mismatched encoder."""
+                 backend: str | None = None, encoder_obj: Encoder | None = None,
+                 route: bool = True) -> Session:
+    """Load an index and everything needed to query it; refuses a mismatched encoder.
+    `route`: image queries search their predicted domain (see retrievers/routing.py)."""
     index_dir = Path(index_dir)
     manifest = read_manifest(index_dir)
     model = encoder_obj or create_encoder(encoder or manifest["encoder"]["config"])
@@ -129,7 +139,8 @@ def open_session(index_dir: str | Path = DEFAULT_INDEX, encoder: str | None = No
     store = RecordStore(index_dir / "records.sqlite", readonly=True)
     options = manifest.get("index_options", {}).get(backend, {})
     vectors = open_vectors(backend, index_dir, model.dim, **options)
-    retriever = DenseRetriever(model, store, vectors, AdaptiveK())
+    router = DomainRouter(store, vectors) if route else None
+    retriever = DenseRetriever(model, store, vectors, AdaptiveK(), router=router)
     generator = create_generator("composer", low_confidence=model.low_confidence)
     return Session(index_dir, manifest, model, store, retriever, generator, [vectors, store])
 
@@ -142,9 +153,11 @@ def search(session: Session, query: Query) -> list[Hit]:
 class Answer:
     report: Report
     hits: list[Hit]
+    retrieval: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"report": self.report.to_dict(), "hits": [h.to_dict() for h in self.hits]}
+        return {"report": self.report.to_dict(), "hits": [h.to_dict() for h in self.hits],
+                "retrieval": self.retrieval}
 
 
 def inspect_corpus(corpus: str | Path, fmt: str | None = None) -> dict[str, Any]:
@@ -208,4 +221,5 @@ def train_encoder(config: str, corpora: list[Path], out: Path, run_dir: Path, ep
 def ask(session: Session, query: Query, lang: str | None = None) -> Answer:
     """Retrieve similar cases and compose a cited report in `lang` (default: the query's)."""
     hits = session.retriever.retrieve(query)
-    return Answer(session.generator.generate(hits, query, lang or query.lang), hits)
+    return Answer(session.generator.generate(hits, query, lang or query.lang), hits,
+                  session.explain)

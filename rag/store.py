@@ -6,16 +6,20 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import re
 import sqlite3
 from collections.abc import Iterable, Sequence
+from functools import cache
 from pathlib import Path
 
 from rag.types import Record
 
 _COLUMNS = ("id", "kind", "modality", "body_part", "domain", "lang", "text", "image", "study",
             "source", "license", "meta", "root")
-FILTER_FIELDS = ("kind", "modality", "body_part", "domain", "lang", "source")
+FILTER_FIELDS = ("id", "kind", "modality", "body_part", "domain", "lang", "study", "source",
+                 "license", "image")  # and "meta.<key>" for any key of a record's meta
+_META_KEY = re.compile(r"^meta\.[A-Za-z_][A-Za-z0-9_]*$")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS records (
@@ -28,6 +32,7 @@ CREATE INDEX IF NOT EXISTS records_kind ON records(kind, domain, lang);
 CREATE INDEX IF NOT EXISTS records_study ON records(study);
 CREATE VIRTUAL TABLE IF NOT EXISTS records_fts USING fts5(text, content='records',
     content_rowid='rowid', tokenize='trigram');
+CREATE VIRTUAL TABLE IF NOT EXISTS records_words USING fts5(words, tokenize='unicode61');
 """
 
 
@@ -59,8 +64,10 @@ class RecordStore:
             cur.execute(f"INSERT INTO records ({columns}) VALUES ({','.join('?' * len(values))})",
                         values)
             rowid = cur.lastrowid
-            cur.execute("INSERT INTO records_fts(rowid, text) VALUES (?, ?)",
-                        (rowid, values[_COLUMNS.index("text")] or ""))
+            text = values[_COLUMNS.index("text")] or ""
+            cur.execute("INSERT INTO records_fts(rowid, text) VALUES (?, ?)", (rowid, text))
+            cur.execute("INSERT INTO records_words(rowid, words) VALUES (?, ?)",
+                        (rowid, " ".join(words(text))))
             ids.append(rowid)
         self.db.commit()
         return ids
@@ -79,6 +86,7 @@ class RecordStore:
                 cur.execute("INSERT INTO records_fts(records_fts, rowid, text) "
                             "VALUES ('delete', ?, ?)", (rowid, text or ""))
                 removed.setdefault(kind, []).append(rowid)
+            cur.executemany("DELETE FROM records_words WHERE rowid = ?", [(r[0],) for r in rows])
             cur.executemany("DELETE FROM records WHERE rowid = ?", [(r[0],) for r in rows])
         self.db.commit()
         return removed
@@ -121,30 +129,50 @@ class RecordStore:
             args.append(kind)
         return [_to_record(row) for row in self.db.execute(sql + " ORDER BY rowid", args)]
 
-    def ids_where(self, kind: str, filters: dict[str, str] | None = None) -> list[int]:
-        """Row ids of a kind that match every filter (exact match on FILTER_FIELDS)."""
+    def ids_where(self, kind: str, filters: dict[str, str | list[str]] | None = None) -> list[int]:
+        """Row ids of a kind that match every filter: a field of FILTER_FIELDS or "meta.<key>",
+        equal to a value, or to any of a list of values."""
         sql, args = "SELECT rowid FROM records WHERE kind = ?", [kind]
         for name, value in (filters or {}).items():
-            if name not in FILTER_FIELDS:
-                raise ValueError(f"cannot filter on {name!r}; filters: {', '.join(FILTER_FIELDS)}")
-            sql += f" AND {name} = ?"
-            args.append(value)
+            if name in FILTER_FIELDS:
+                column = name
+            elif _META_KEY.match(name):
+                column = f"json_extract(meta, '$.{name[5:]}')"
+            else:
+                raise ValueError(f"cannot filter on {name!r}; filters: {', '.join(FILTER_FIELDS)} "
+                                 "or meta.<key>")
+            values = [value] if isinstance(value, str) else list(value)
+            sql += f" AND {column} IN ({','.join('?' * len(values))})"
+            args += [str(v) for v in values]
         return [row[0] for row in self.db.execute(sql, args)]
 
     def lexical(self, text: str, kind: str, k: int,
                 allowed: set[int] | None = None) -> list[tuple[int, float]]:
-        """Full-text (trigram BM25) search within a kind: [(rowid, bm25 score)], best first."""
-        terms = [t for t in re.findall(r"\w+", text) if len(t) >= 3]
+        """Full-text BM25 search within a kind: [(rowid, bm25 score)], best first. Chinese is
+        matched on jieba words (with a radiology lexicon), other text on character trigrams."""
+        if _CJK.search(text) and self._has_words():
+            terms, table, column = words(text), "records_words", "words"
+        else:
+            terms, table, column = re.findall(r"\w+", text), "records_fts", "text"
+            terms = [t for t in terms if len(t) >= 3]  # the trigram tokenizer's minimum
+        terms = list(dict.fromkeys(t for t in terms if t.strip()))
         if not terms:
             return []
         match = " OR ".join('"' + t.replace('"', "") + '"' for t in terms[:32])
         cur = self.db.execute(
-            "SELECT records_fts.rowid, -bm25(records_fts) FROM records_fts "
-            "JOIN records ON records.rowid = records_fts.rowid "
-            "WHERE records_fts MATCH ? AND records.kind = ? ORDER BY bm25(records_fts) LIMIT ?",
-            (match, kind, k * 4 if allowed is not None else k))
+            f"SELECT {table}.rowid, -bm25({table}) FROM {table} "
+            f"JOIN records ON records.rowid = {table}.rowid "
+            f"WHERE {table} MATCH ? AND records.kind = ? ORDER BY bm25({table}) LIMIT ?",
+            (f"{column}: ({match})", kind, k * 4 if allowed is not None else k))
         hits = [(rowid, score) for rowid, score in cur if allowed is None or rowid in allowed]
         return hits[:k]
+
+    def _has_words(self) -> bool:
+        """Stores written before the word index existed search Chinese by trigrams."""
+        if not hasattr(self, "_words"):
+            self._words = bool(self.db.execute(
+                "SELECT 1 FROM sqlite_master WHERE name = 'records_words'").fetchone())
+        return self._words
 
     def counts(self) -> dict[str, dict[str, int]]:
         """{kind: {domain: count}} for the manifest."""
@@ -156,6 +184,28 @@ class RecordStore:
 
     def __len__(self) -> int:
         return self.db.execute("SELECT COUNT(*) FROM records").fetchone()[0]
+
+
+_CJK = re.compile(r"[\u3400-\u9fff]")
+LEXICON = Path(__file__).parent / "lexicon" / "zh_radiology.txt"
+
+
+@cache
+def _jieba():
+    import jieba
+
+    jieba.setLogLevel(logging.WARNING)
+    for term in LEXICON.read_text(encoding="utf-8").split():
+        jieba.add_word(term)
+    return jieba
+
+
+def words(text: str) -> list[str]:
+    """Search words of a text: jieba's search-mode segmentation for Chinese (both the whole
+    terms and their parts), lower-case word tokens otherwise."""
+    if _CJK.search(text or ""):
+        return [w for w in _jieba().cut_for_search(text) if re.match(r"\w", w)]
+    return re.findall(r"\w+", (text or "").lower())
 
 
 def _to_record(row: Sequence) -> Record:

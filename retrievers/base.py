@@ -22,38 +22,65 @@ class AdaptiveK:
     k_max: int = 10
     ratio: float = 0.9
 
+    def floor(self, top: float) -> float:
+        return top * self.ratio if top > 0 else top - abs(top) * (1 - self.ratio)
+
     def cut(self, hits: list[Hit]) -> list[Hit]:
         if not hits:
             return hits
-        top = hits[0].score
+        floor = self.floor(hits[0].score)
         keep = self.k_min
         for hit in hits[self.k_min:self.k_max]:
-            floor = top * self.ratio if top > 0 else top - abs(top) * (1 - self.ratio)
             if hit.score < floor:
                 break
             keep += 1
         return hits[:max(self.k_min, min(keep, self.k_max))]
 
+    def rule(self) -> str:
+        return (f"keep hits scoring >= {self.ratio:g} x the top score, "
+                f"at least {self.k_min}, at most {self.k_max}")
 
-def _text_key(text: str) -> str:
-    return re.sub(r"\W+", " ", text.lower()).strip()
+
+def _tokens(text: str) -> frozenset[str]:
+    """Words of a text, or character pairs of Chinese: what near-duplicate checks compare."""
+    norm = re.sub(r"\W+", " ", text.lower()).strip()
+    if re.search(r"[\u3400-\u9fff]", norm):
+        chars = norm.replace(" ", "")
+        return frozenset(a + b for a, b in zip(chars, chars[1:])) or frozenset([norm])
+    return frozenset(norm.split()) or frozenset([norm])
+
+
+def _overlap(a: frozenset[str], b: frozenset[str]) -> float:
+    """Jaccard overlap: 1.0 for the same words, ~0.9 for a one-word edit of a long report."""
+    return len(a & b) / len(a | b) if a or b else 1.0
 
 
 class Retriever(ABC):
-    def __init__(self, store: RecordStore, adaptive: AdaptiveK | None = None, links: int = 3):
+    def __init__(self, store: RecordStore, adaptive: AdaptiveK | None = None, links: int = 3,
+                 near_duplicate: float = 0.85):
         self.store = store
         self.adaptive = adaptive or AdaptiveK()
         self.links = links
+        self.near_duplicate = near_duplicate  # token overlap at which two texts count as one
+        self.last: dict = {}  # how the last query was answered: route, k per kind
 
     def retrieve(self, query: Query) -> list[Hit]:
         """Ranked, de-duplicated, linked hits for a query; `query.k` may be a number or "auto"."""
         wanted = self.adaptive.k_max if query.k == "auto" else int(query.k)
+        self.last = {"k": query.k, "cuts": {}}
         candidates = self._retrieve(query, wanted * 3 + 5)
         hits: list[Hit] = []
         for kind in query.to:  # k applies per kind: cross-modal and same-modal scores differ
             ranked = self._dedupe(sorted((h for h in candidates if h.record.kind == kind),
-                                         key=lambda h: -h.score))
-            hits += self.adaptive.cut(ranked) if query.k == "auto" else ranked[:wanted]
+                                         key=lambda h: -h.score), self.near_duplicate)
+            kept = self.adaptive.cut(ranked) if query.k == "auto" else ranked[:wanted]
+            self.last["cuts"][kind] = {
+                "candidates": len(ranked), "kept": len(kept),
+                "rule": self.adaptive.rule() if query.k == "auto" else f"fixed k = {wanted}",
+                "top": round(ranked[0].score, 6) if ranked else None,
+                "floor": round(self.adaptive.floor(ranked[0].score), 6)
+                if ranked and query.k == "auto" else None}
+            hits += kept
         hits.sort(key=lambda h: -h.score)
         for rank, hit in enumerate(hits, 1):
             hit.rank = rank
@@ -67,20 +94,23 @@ class Retriever(ABC):
         """Up to n candidate hits, any order, scores comparable within one query."""
 
     @staticmethod
-    def _dedupe(hits: list[Hit]) -> list[Hit]:
-        """One hit per (study, kind, lang) and per identical report text: the best one stays."""
+    def _dedupe(hits: list[Hit], near: float = 1.0) -> list[Hit]:
+        """One hit per (study, kind, lang), and no text that repeats a better hit's: identical
+        after normalisation, or with a word (or character pair) Jaccard overlap of `near`."""
         seen_study: set[tuple[str, str, str]] = set()
-        seen_text: set[str] = set()
+        kept_tokens: list[frozenset[str]] = []
         out = []
         for hit in hits:
             rec = hit.record
             study_key = (rec.study or rec.id, rec.kind, rec.lang)
-            text_key = _text_key(rec.text) if rec.kind != "image" else ""
-            if study_key in seen_study or (text_key and text_key in seen_text):
+            if study_key in seen_study:
                 continue
+            if rec.kind != "image":
+                tokens = _tokens(rec.text)
+                if any(_overlap(tokens, other) >= near for other in kept_tokens):
+                    continue
+                kept_tokens.append(tokens)
             seen_study.add(study_key)
-            if text_key:
-                seen_text.add(text_key)
             out.append(hit)
         return out
 

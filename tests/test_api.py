@@ -54,7 +54,8 @@ def test_search_by_uploaded_image_returns_hits_with_provenance(client):
     assert {h["kind"] for h in hits} == {"image", "report"} and len(hits) == 6
     image_hit = next(h for h in hits if h["kind"] == "image")
     assert image_hit["thumbnail"].startswith("/v1/records/")
-    assert image_hit["route"] == "image->image" and image_hit["backend"] == "faiss"
+    assert image_hit["route"].startswith("image->image | domain=chest-xray")
+    assert image_hit["backend"] == "faiss"
     thumb = client.get(image_hit["thumbnail"])
     assert thumb.status_code == 200 and thumb.headers["content-type"] == "image/png"
     assert max(Image.open(io.BytesIO(thumb.content)).size) <= 256
