@@ -48,10 +48,13 @@ class DomainRouter:
     threshold: float = 0.6  # vote share needed to restrict to one domain
     coverage: float = 0.9  # a widened route keeps the domains holding this share of votes
 
-    def route(self, vector: np.ndarray) -> Route:
-        """The domains to search for a query image's (dim,) embedding."""
-        scores, ids = self.index.search("image", vector[None, :].astype(np.float32), self.k)
-        found = [(int(i), float(s)) for i, s in zip(ids[0], scores[0]) if i >= 0]
+    def route(self, vector: np.ndarray, exclude: frozenset[int] = frozenset()) -> Route:
+        """The domains to search for a query image's (dim,) embedding. `exclude`: row ids
+        that must not vote (an evaluation's query image, when it is in the index itself)."""
+        depth = self.k + len(exclude)
+        scores, ids = self.index.search("image", vector[None, :].astype(np.float32), depth)
+        found = [(int(i), float(s)) for i, s in zip(ids[0], scores[0])
+                 if i >= 0 and int(i) not in exclude][:self.k]
         if not found:
             return Route([], 0.0, source="none")
         records = self.store.get(i for i, _ in found)
