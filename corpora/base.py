@@ -32,6 +32,7 @@ class CorpusReader(ABC):
 
     def __init__(self, root: str | Path):
         self.root = Path(root).resolve()
+        self.label = ""  # the part's folder name in a corpus of parts (it may be a link)
 
     @classmethod
     @abstractmethod
@@ -52,8 +53,7 @@ class Corpus:
 
     @property
     def formats(self) -> list[str]:
-        return [f"{r.name}:{r.root.relative_to(self.root) if r.root != self.root else '.'}"
-                for r in self.readers]
+        return [f"{r.name}:{r.label or '.'}" for r in self.readers]
 
     def read(self) -> Iterator[Record | Problem]:
         for reader in self.readers:
@@ -93,10 +93,11 @@ def open_corpus(root: str | Path, fmt: str | None = None) -> Corpus:
     found = _detect_one(root)
     if found:
         return Corpus(root, [found(root)])
-    parts = [
-        found(sub) for sub in sorted(p for p in root.iterdir() if p.is_dir())
-        if (found := _detect_one(sub))
-    ]
+    parts = []
+    for sub in sorted(p for p in root.iterdir() if p.is_dir()):  # a linked folder counts too
+        if found := _detect_one(sub):
+            parts.append(found(sub))
+            parts[-1].label = sub.name
     if not parts:
         if not any(root.iterdir()):
             raise CorpusError(f"corpus folder {root} is empty: check the path, or copy the "

@@ -213,3 +213,12 @@ def test_multi_slice_series_is_indexed_by_representative_slices(tmp_path):
     assert [r.image for r in series] == ["slice03.dcm", "slice06.dcm", "slice09.dcm"]
     assert len({r.meta["series"] for r in series}) == 1
     assert len(records) == 4 and not problems
+
+
+def test_a_corpus_of_linked_parts_reads_each_part(tmp_path):
+    covctr = fixtures.covctr(tmp_path / "elsewhere" / "covctr")
+    parts = tmp_path / "parts"
+    parts.mkdir()
+    (parts / "ct").symlink_to(covctr, target_is_directory=True)
+    corpus, records, _ = read(parts)
+    assert corpus.formats == ["covctr:ct"] and records
