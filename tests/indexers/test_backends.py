@@ -74,9 +74,10 @@ def test_missing_faiss_names_the_package(tmp_path, monkeypatch):
 
 
 def test_missing_qdrant_client_names_the_package(tmp_path, monkeypatch):
+    # The embedded default (qdrant-edge) needs no qdrant-client; local mode and servers do.
     monkeypatch.setattr(qdrant_index, "QdrantClient", None)
     with pytest.raises(VectorIndexError, match="pip install qdrant-client"):
-        open_index("qdrant", tmp_path, DIM)
+        open_index("qdrant", tmp_path, DIM, engine="client")
 
 
 def test_qdrant_folder_is_locked_until_close(tmp_path):

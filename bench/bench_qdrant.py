@@ -1,0 +1,148 @@
+"""Time the Qdrant backend's embedded engine (qdrant-edge) through QdrantIndex, beside the raw
+engine call on the same shard.
+
+    python bench/bench_qdrant.py                          # 10k and 100k x 512-d, 1000 queries
+    python bench/bench_qdrant.py --sizes 1000000 --queries 200
+
+For each size: build seconds (add in batches, then save(): optimize() builds the HNSW graph
+and hnsw_ef is tuned to target_recall), what save() chose, single-query p50 / p95 latency
+through QdrantIndex.search and Recall@10 against exact numpy, the raw `shard.query` latency on
+the same shard with the same SearchParams (requests built beforehand: engine time only), our
+overhead as the ratio of the two p50s, and a filtered search (`allowed` = --filter-share of
+the ids) through QdrantIndex. Queries are fresh points of the stored vectors' clusters.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere in the repo
+
+import qdrant_edge as edge  # noqa: E402
+
+from indexers.base import open_index  # noqa: E402
+
+KIND = "image"
+ADD_BATCH = 4096  # a resumable build adds in batches
+
+
+def clustered(rng: np.random.Generator, n: int, centres: np.ndarray) -> np.ndarray:
+    """(n, dim) unit vectors scattered around `centres`, like embeddings of a few domains."""
+    points = centres[rng.integers(len(centres), size=n)] + 0.5 * rng.standard_normal(
+        (n, centres.shape[1]))
+    return (points / np.linalg.norm(points, axis=1, keepdims=True)).astype(np.float32)
+
+
+def exact_top_k(vectors: np.ndarray, queries: np.ndarray, k: int,
+                allowed: np.ndarray | None = None) -> list[set]:
+    """Exact top-k ids (positions; ids are 0..N-1), optionally among `allowed` only."""
+    truth = []
+    for start in range(0, len(queries), 256):
+        scores = queries[start:start + 256] @ vectors.T  # (q, N)
+        if allowed is not None:
+            mask = np.full(len(vectors), -np.inf, dtype=np.float32)
+            mask[allowed] = 0
+            scores += mask
+        truth += [set(row) for row in np.argpartition(-scores, k, axis=1)[:, :k].tolist()]
+    return truth
+
+
+def recall(found: list[np.ndarray], truth: list[set]) -> float:
+    return float(np.mean([len(set(f.tolist()) & t) / len(t) for f, t in zip(found, truth)]))
+
+
+def timed(calls) -> tuple[list, np.ndarray]:
+    """Run each zero-argument call once; (results, seconds per call)."""
+    results, seconds = [], []
+    for call in calls:
+        started = time.perf_counter()
+        results.append(call())
+        seconds.append(time.perf_counter() - started)
+    return results, np.array(seconds)
+
+
+def ms(seconds: np.ndarray, percentile: float) -> float:
+    return 1000 * float(np.percentile(seconds, percentile))
+
+
+def bench(vectors: np.ndarray, queries: np.ndarray, k: int, filter_share: float,
+          filter_queries: int, seed: int) -> dict:
+    n, dim = vectors.shape
+    with tempfile.TemporaryDirectory(prefix="bench-qdrant-") as folder:
+        index = open_index("qdrant", folder, dim, engine="edge")
+        try:
+            started = time.perf_counter()
+            for start in range(0, n, ADD_BATCH):
+                ids = np.arange(start, min(start + ADD_BATCH, n), dtype=np.int64)
+                index.add(KIND, ids, vectors[start:start + ADD_BATCH])
+            add_s = time.perf_counter() - started
+            index.save()
+            build_s = time.perf_counter() - started
+            chosen = index.describe()["kinds"][KIND]
+
+            index.search(KIND, queries[:1], k)  # warm-up: first-call allocations
+            found, ours = timed([lambda q=q: index.search(KIND, q[None, :], k)[1][0]
+                                 for q in queries])
+            truth = exact_top_k(vectors, queries, k)
+
+            shard, params = index.engine.shards[KIND], index.engine.search_params(KIND)
+            requests = [edge.QueryRequest(limit=k, query=edge.Query.Nearest(q.tolist()),
+                                          params=params) for q in queries]
+            _, raw = timed([lambda r=r: shard.query(r) for r in requests])
+
+            rng = np.random.default_rng(seed + 1)
+            allowed = np.sort(rng.choice(n, int(filter_share * n), replace=False))
+            some = queries[:filter_queries]
+            filtered, with_filter = timed([lambda q=q: index.search(KIND, q[None, :], k,
+                                                                   allowed)[1][0] for q in some])
+            filtered_truth = exact_top_k(vectors, some, k, allowed)
+        finally:
+            index.close()
+    return {"n": n, "add_s": add_s, "build_s": build_s,
+            "search": (f"hnsw ef {chosen['hnsw_ef']}" if chosen["search"] == "hnsw"
+                       else "exact"),
+            "p50_ms": ms(ours, 50), "p95_ms": ms(ours, 95), "recall": recall(found, truth),
+            "raw_p50_ms": ms(raw, 50), "raw_p95_ms": ms(raw, 95),
+            "overhead": ms(ours, 50) / ms(raw, 50),
+            "filtered_p50_ms": ms(with_filter, 50),
+            "filtered_recall": recall(filtered, filtered_truth)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="10000,100000", help="comma-separated vector counts")
+    parser.add_argument("--dim", type=int, default=512)
+    parser.add_argument("--queries", type=int, default=1000)
+    parser.add_argument("--k", type=int, default=10)
+    parser.add_argument("--clusters", type=int, default=64)
+    parser.add_argument("--filter-share", type=float, default=0.3,
+                        help="share of the ids passed as `allowed` in the filtered search")
+    parser.add_argument("--filter-queries", type=int, default=200)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+
+    rng = np.random.default_rng(args.seed)
+    centres = rng.standard_normal((args.clusters, args.dim))
+    queries = clustered(rng, args.queries, centres)
+    print(f"dim {args.dim}, {args.queries} single queries, k={args.k}, filtered: "
+          f"{args.filter_share:.0%} of ids allowed, {args.filter_queries} queries")
+    header = ("| n | build s (add) | search | p50 / p95 ms | R@10 | raw shard.query p50 / p95 ms "
+              "| overhead | filtered p50 ms | filtered R@10 |")
+    print(header)
+    print("|---" * (header.count("|") - 1) + "|")
+    for n in (int(size) for size in args.sizes.split(",")):
+        vectors = clustered(np.random.default_rng(args.seed + n), n, centres)
+        row = bench(vectors, queries, args.k, args.filter_share, args.filter_queries, args.seed)
+        print(f"| {row['n']:,} | {row['build_s']:.1f} ({row['add_s']:.1f}) | {row['search']} "
+              f"| {row['p50_ms']:.2f} / {row['p95_ms']:.2f} | {row['recall']:.3f} "
+              f"| {row['raw_p50_ms']:.2f} / {row['raw_p95_ms']:.2f} | {row['overhead']:.2f}x "
+              f"| {row['filtered_p50_ms']:.2f} | {row['filtered_recall']:.3f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
