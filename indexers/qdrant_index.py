@@ -427,7 +427,9 @@ def server_prefix(path: Path, url: str, requested: str | None) -> str:
 
 
 def default_prefix(path: Path) -> str:
-    name = re.sub(r"[^a-z0-9]+", "_", path.name.lower()).strip("_")[:40] or "index"
+    # a build writes into ".<name>.building" before it becomes <name>: name it after <name>
+    folder = path.name.removeprefix(".").removesuffix(".building")
+    name = re.sub(r"[^a-z0-9]+", "_", folder.lower()).strip("_")[:40] or "index"
     return f"caselens_{name}_{secrets.token_hex(3)}"
 
 

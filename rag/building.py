@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import shutil
+import subprocess
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -169,9 +170,33 @@ def _reusable(index_dir: Path, encoder: Encoder, backends: Sequence[str], root: 
         return "it was built from another corpus folder"
     if manifest.get("store", 1) < 2:
         return "it was built by an older caselens"
-    if manifest.get("index_options", {}) != options:
+    if manifest.get("index_options", {}) != _public(options):
         return "other index options were asked for"
     return ""
+
+
+SECRETS = ("api_key",)
+
+
+def _public(options: dict[str, dict]) -> dict[str, dict]:
+    """Options as the manifest keeps them: without secrets (an API key comes from the
+    environment when the index is opened again)."""
+    return {name: {k: v for k, v in opts.items() if k not in SECRETS}
+            for name, opts in options.items()}
+
+
+def _copy_tree(source: Path, target: Path) -> None:
+    """Copy an index folder for an update. Qdrant's shard files are large and mostly holes:
+    `cp --sparse=always` keeps them sparse (a plain copy writes every zero)."""
+    cp = shutil.which("cp")
+    if cp and os.name == "posix":
+        done = subprocess.run([cp, "-a", "--sparse=always", str(source), str(target)],
+                              capture_output=True, text=True)
+        if done.returncode == 0:
+            return
+        log.warning("cp --sparse failed (%s); copying with Python", done.stderr.strip())
+        shutil.rmtree(target, ignore_errors=True)
+    shutil.copytree(source, target)
 
 
 class _Writer:
@@ -257,7 +282,7 @@ def build_index(corpus_dir: str | Path, index_dir: str | Path, encoder: Encoder,
         log.info("building %s from scratch: %s", index_dir, why_not)
         work.mkdir()
     else:
-        shutil.copytree(index_dir, work)
+        _copy_tree(index_dir, work)
     cache = BatchCache(index_dir.parent / f".{index_dir.name}.resume", encoder.fingerprint)
     problems: list[Problem] = []
     store, indexes = None, []
@@ -285,7 +310,7 @@ def build_index(corpus_dir: str | Path, index_dir: str | Path, encoder: Encoder,
             "encoder": {"name": encoder.name, "fingerprint": encoder.fingerprint,
                         "config": encoder_config, "dim": encoder.dim},
             "metric": "ip", "backends": list(backends), "counts": counts, "store": 2,
-            "index_options": index_options, "indexes": described,
+            "index_options": _public(index_options), "indexes": described,
             "corpus": {"root": str(corpus.root), "formats": corpus.formats,
                        "fingerprint": fingerprint},
             "changes": writer.changes, "problems": len(problems)})
