@@ -276,6 +276,28 @@ def ask(
 
 
 @app.command()
+def delete(
+    ids: list[str] = typer.Argument(None, help="Record ids to remove."),
+    source: str | None = typer.Option(None, help="Remove every record of this source."),
+    filters: list[str] = FILTER_OPT,
+    index_dir: Path = INDEX_OPT,
+    as_json: bool = JSON_OPT,
+):
+    """Remove records from an index, by id or by field (all backends, atomically).
+
+    Example: python cli.py delete --source covid-chestxray --index indexes/default
+    """
+    from rag import pipeline
+
+    chosen = _filters(filters, source=source)
+    gone = _run(lambda: pipeline.delete(index_dir, tuple(ids or ()), chosen))
+    if as_json:
+        out.print_json(json.dumps({"removed": gone}))
+        return
+    out.print(f"{gone} record(s) removed from {index_dir}", markup=False)
+
+
+@app.command()
 def serve(
     index_dir: Path = INDEX_OPT,
     host: str = typer.Option("127.0.0.1", help="Address to bind; 0.0.0.0 exposes the service "

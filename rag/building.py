@@ -333,3 +333,54 @@ def build_index(corpus_dir: str | Path, index_dir: str | Path, encoder: Encoder,
     return BuildSummary(index_dir, corpus.formats, counts, list(backends),
                         time.perf_counter() - started, problems, writer.changes,
                         incremental=not why_not)
+
+
+def delete_records(index_dir: str | Path, dim: int, ids: Sequence[str] = (),
+                   filters: dict[str, str] | None = None) -> int:
+    """Remove records from an index by id and/or by filter (e.g. {"source": "cov-ctr"}),
+    from the record store and every backend, on a copy swapped in when done. Returns how many
+    records went. A later `index` of the corpus adds them back if they are still there."""
+    from rag.manifest import read_manifest
+
+    index_dir = Path(index_dir)
+    manifest = read_manifest(index_dir)
+    work = index_dir.parent / f".{index_dir.name}.building"
+    shutil.rmtree(work, ignore_errors=True)
+    _copy_tree(index_dir, work)
+    store, indexes = None, []
+    try:
+        store = RecordStore(work / "records.sqlite")
+        wanted = set(ids)
+        if filters:
+            for kind in KINDS:
+                rows = store.get(store.ids_where(kind, filters))
+                wanted |= {rec.id for rec in rows.values()}
+        options = manifest.get("index_options", {})
+        for name in manifest["backends"]:
+            indexes.append(open_index(name, work, dim, **options.get(name, {})))
+        removed = store.remove(sorted(wanted))
+        for kind, rowids in removed.items():
+            for index in indexes:
+                index.remove(kind, np.asarray(rowids, dtype=np.int64))
+        gone = sum(len(rowids) for rowids in removed.values())
+        manifest.update(counts=store.counts(), indexes={})
+        manifest["corpus"]["fingerprint"] = store.fingerprint()
+        for index in indexes:
+            index.save()
+            manifest["indexes"][index.name] = index.describe()
+            index.close()
+        store.close()
+        manifest.pop("version", None)
+        manifest.pop("created", None)
+        write_manifest(work, manifest)
+    except BaseException:
+        for closable in [*indexes, store]:
+            try:
+                if closable is not None:
+                    closable.close()
+            except Exception:  # noqa: BLE001 - already failing; the work folder goes anyway
+                pass
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    replace_dir(work, index_dir)
+    return gone

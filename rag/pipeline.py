@@ -47,6 +47,17 @@ def index(corpus: str | Path, index_dir: str | Path = DEFAULT_INDEX, encoder: st
                        batch_size, progress, rebuild, index_options)
 
 
+def delete(index_dir: str | Path = DEFAULT_INDEX, ids: tuple[str, ...] = (),
+           filters: dict[str, str] | None = None) -> int:
+    """Remove records by id and/or filter (e.g. source="cov-ctr") from an index."""
+    from rag.building import delete_records
+
+    if not ids and not filters:
+        raise ValueError("say what to delete: record ids, or a filter such as source=cov-ctr")
+    manifest = read_manifest(Path(index_dir))
+    return delete_records(index_dir, manifest["encoder"]["dim"], ids, filters)
+
+
 @dataclass
 class Session:
     """One opened index with its encoder, retriever and generator: what the CLI, the HTTP API

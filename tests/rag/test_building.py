@@ -162,3 +162,21 @@ def test_grown_corpus_copied_elsewhere_is_built_from_scratch(first, tmp_path):
     shutil.copytree(corpus, moved)
     summary = pipeline.index(moved, index_dir, encoder="tiny")
     assert not summary.incremental and summary.changes["added"] == 27
+
+
+def test_delete_by_filter_and_id_then_reindex_brings_them_back(first):
+    corpus, index_dir, _ = first
+    assert pipeline.delete(index_dir, filters={"lang": "zh"}) == 9
+    assert consistent(index_dir) == 18
+    with pipeline.open_index(index_dir) as index:
+        hits = index.search(text="胸腔积液", to="reports", k=5)
+        assert hits and all(h.record.lang != "zh" for h in hits)
+        victim = hits[0].record.id
+    assert pipeline.delete(index_dir, ids=(victim,)) == 1
+    assert consistent(index_dir) == 17
+    manifest = json.loads((index_dir / "manifest.json").read_text())
+    assert sum(sum(d.values()) for d in manifest["counts"].values()) == 17
+    summary = pipeline.index(corpus, index_dir, encoder="tiny")
+    assert summary.changes["added"] == 10 and consistent(index_dir) == 27
+    with pytest.raises(ValueError, match="say what to delete"):
+        pipeline.delete(index_dir)
