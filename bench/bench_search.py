@@ -4,10 +4,10 @@
     python bench/bench_search.py --backend faiss --n 1000000
 
 Prints build seconds (add + save), single-query p50/p95 latency, batch throughput and
-Recall@10 against exact numpy search. Qdrant's embedded (local) mode is a Python scan persisted
-point by point to SQLite (~80 s to build 100k x 256 on 2 cores, about 1,250 points/s), so it
-is capped at --qdrant-n vectors (default 100000: the whole default run takes ~1.5 minutes);
-lower it for a larger --n, and the output says when the cap applied.
+Recall@10 against exact numpy search, for both backends with their default options; Qdrant
+is capped at --qdrant-n vectors (the output says when the cap applied). For the FAISS index
+types against raw faiss see bench_faiss.py; for the embedded Qdrant engine against its raw
+calls, bench_qdrant.py.
 """
 from __future__ import annotations
 
