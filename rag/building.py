@@ -175,6 +175,18 @@ def _reusable(index_dir: Path, encoder: Encoder, backends: Sequence[str], root: 
     return ""
 
 
+def _abandon(work: Path, closables: list) -> None:
+    """A failed build or update: close what is open and remove the work folder; the index it
+    was to replace is untouched."""
+    for closable in closables:
+        try:
+            if closable is not None:
+                closable.close()
+        except Exception:  # noqa: BLE001 - already failing; the work folder goes anyway
+            pass
+    shutil.rmtree(work, ignore_errors=True)
+
+
 SECRETS = ("api_key",)
 
 
@@ -318,13 +330,7 @@ def build_index(corpus_dir: str | Path, index_dir: str | Path, encoder: Encoder,
             handle.writelines(json.dumps({"path": p.path, "reason": p.reason},
                                          ensure_ascii=False) + "\n" for p in problems)
     except BaseException:
-        for closable in [*indexes, store]:
-            try:
-                if closable is not None:
-                    closable.close()
-            except Exception:  # noqa: BLE001 - already failing; the work folder goes anyway
-                pass
-        shutil.rmtree(work, ignore_errors=True)
+        _abandon(work, [*indexes, store])
         raise
     replace_dir(work, index_dir)
     cache.clear()
@@ -374,13 +380,7 @@ def delete_records(index_dir: str | Path, dim: int, ids: Sequence[str] = (),
         manifest.pop("created", None)
         write_manifest(work, manifest)
     except BaseException:
-        for closable in [*indexes, store]:
-            try:
-                if closable is not None:
-                    closable.close()
-            except Exception:  # noqa: BLE001 - already failing; the work folder goes anyway
-                pass
-        shutil.rmtree(work, ignore_errors=True)
+        _abandon(work, [*indexes, store])
         raise
     replace_dir(work, index_dir)
     return gone
