@@ -34,15 +34,16 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere in the repo
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # run from anywhere in the repo
 
 import faiss  # noqa: E402
 
 from indexers.base import open_index  # noqa: E402
+from _common import add_in_batches  # noqa: E402
 from indexers.faiss_index import TRAIN_ITERATIONS, TRAIN_POINTS_PER_CENTROID  # noqa: E402
 
 KIND = "image"
-ADD_BATCH = 4096
 K = 10
 TYPES = ("flat", "hnsw", "ivfpq")
 
@@ -129,9 +130,7 @@ def build_ours(index_type: str, vectors, folder: str, options: dict):
     before = rss_mb()
     index = open_index("faiss", folder, dim, index_type=index_type, **options)
     started = time.perf_counter()
-    for start in range(0, n, ADD_BATCH):
-        ids = np.arange(start, min(start + ADD_BATCH, n), dtype=np.int64)
-        index.add(KIND, ids, vectors[start:start + ADD_BATCH])
+    add_in_batches(index, KIND, vectors[:n])
     index.save()
     build_s = time.perf_counter() - started
     gc.collect()

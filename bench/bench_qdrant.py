@@ -21,14 +21,15 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere in the repo
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # run from anywhere in the repo
 
 import qdrant_edge as edge  # noqa: E402
 
 from indexers.base import open_index  # noqa: E402
+from _common import add_in_batches  # noqa: E402
 
 KIND = "image"
-ADD_BATCH = 4096  # a resumable build adds in batches
 
 
 def clustered(rng: np.random.Generator, n: int, centres: np.ndarray) -> np.ndarray:
@@ -77,9 +78,7 @@ def bench(vectors: np.ndarray, queries: np.ndarray, k: int, filter_share: float,
         index = open_index("qdrant", folder, dim, engine="edge")
         try:
             started = time.perf_counter()
-            for start in range(0, n, ADD_BATCH):
-                ids = np.arange(start, min(start + ADD_BATCH, n), dtype=np.int64)
-                index.add(KIND, ids, vectors[start:start + ADD_BATCH])
+            add_in_batches(index, KIND, vectors[:n])
             add_s = time.perf_counter() - started
             index.save()
             build_s = time.perf_counter() - started

@@ -21,12 +21,13 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere in the repo
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # run from anywhere in the repo
 
 from indexers.base import open_index
+from _common import add_in_batches  # noqa: E402
 
 KIND = "image"
-ADD_BATCH = 4096  # a resumable build adds in batches; one giant add would flatter qdrant
 
 
 def clustered(rng: np.random.Generator, n: int, dim: int, centres: np.ndarray) -> np.ndarray:
@@ -50,9 +51,7 @@ def bench(backend: str, vectors: np.ndarray, queries: np.ndarray, k: int) -> dic
         index = open_index(backend, folder, dim)
         try:
             started = time.perf_counter()
-            for start in range(0, n, ADD_BATCH):
-                ids = np.arange(start, min(start + ADD_BATCH, n), dtype=np.int64)
-                index.add(KIND, ids, vectors[start:start + ADD_BATCH])
+            add_in_batches(index, KIND, vectors[:n])
             index.save()
             build_s = time.perf_counter() - started
 

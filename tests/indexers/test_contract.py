@@ -62,13 +62,9 @@ def fill(index, corpus) -> None:
             index.add(kind, ids[start:stop], vectors[start:stop])
 
 
-def assert_top_k(result, ids, vectors, queries, k, allowed=None, backend="exact") -> None:
-    """`result` equals brute-force top-k over (ids, vectors), restricted to `allowed`; two
-    ids may only trade places when their scores tie within TOL. For an APPROXIMATE backend,
-    see assert_recall instead."""
-    if backend in APPROXIMATE:
-        assert_recall(result, ids, vectors, queries, k, allowed)
-        return
+def _searchable(result, ids, vectors, queries, k, allowed):
+    """Checks every result's shape and dtypes; returns it with the searchable ids (those in
+    `allowed`), their exact scores (Q, N) and how many results a row can hold."""
     scores, found = result
     assert scores.shape == found.shape == (len(queries), k)
     assert scores.dtype == np.float32 and found.dtype == np.int64
@@ -76,7 +72,17 @@ def assert_top_k(result, ids, vectors, queries, k, allowed=None, backend="exact"
         keep = np.isin(ids, allowed)
         ids, vectors = ids[keep], vectors[keep]
     exact = queries.astype(np.float64) @ vectors.T.astype(np.float64)  # (Q, N)
-    depth = min(k, len(ids))
+    return scores, found, ids, exact, min(k, len(ids))
+
+
+def assert_top_k(result, ids, vectors, queries, k, allowed=None, backend="exact") -> None:
+    """`result` equals brute-force top-k over (ids, vectors), restricted to `allowed`; two
+    ids may only trade places when their scores tie within TOL. For an APPROXIMATE backend,
+    see assert_recall instead."""
+    if backend in APPROXIMATE:
+        assert_recall(result, ids, vectors, queries, k, allowed)
+        return
+    scores, found, ids, exact, depth = _searchable(result, ids, vectors, queries, k, allowed)
     order = np.argsort(-exact, axis=1, kind="stable")[:, :depth]
     want_scores, want_ids = np.full(scores.shape, -np.inf), np.full(found.shape, -1)
     want_scores[:, :depth] = np.take_along_axis(exact, order, axis=1)
@@ -96,14 +102,7 @@ def assert_recall(result, ids, vectors, queries, k, allowed=None) -> None:
     """An approximate top-k: full rows (padding only past the searchable count) of distinct
     searchable ids, best first, each with its exact score, and recall@k >= MIN_RECALL, where a
     result whose score ties the k-th brute-force score counts as a hit."""
-    scores, found = result
-    assert scores.shape == found.shape == (len(queries), k)
-    assert scores.dtype == np.float32 and found.dtype == np.int64
-    if allowed is not None:
-        keep = np.isin(ids, allowed)
-        ids, vectors = ids[keep], vectors[keep]
-    exact = queries.astype(np.float64) @ vectors.T.astype(np.float64)  # (Q, N)
-    depth = min(k, len(ids))
+    scores, found, ids, exact, depth = _searchable(result, ids, vectors, queries, k, allowed)
     assert (found[:, :depth] >= 0).all(), "a row is short of results the index holds"
     assert (found[:, depth:] == -1).all() and np.isneginf(scores[:, depth:]).all()
     if depth == 0:
