@@ -137,7 +137,7 @@ def index(
 
 
 def _query(image: Path | None, text: str | None, lang: str, k: str, to: list[str],
-           filters: dict[str, str]):
+           filters: dict[str, str], diversity: float = 0.0):
     from rag.types import Query
 
     if not image and not text:
@@ -153,7 +153,7 @@ def _query(image: Path | None, text: str | None, lang: str, k: str, to: list[str
         fail(f"--k must be a number or 'auto', not {k!r}")
     return _run(lambda: Query(image=str(image) if image else None, text=text, lang=lang,
                               k="auto" if k == "auto" else int(k), to=tuple(kinds),
-                              filters=filters))
+                              filters=filters, diversity=diversity))
 
 
 def _session(index_dir: Path, encoder: str | None, backend: str | None, route: bool = True):
@@ -191,6 +191,10 @@ def search(
     lang: str | None = typer.Option(None, help="Only records in this language (en, zh)."),
     filters: list[str] = FILTER_OPT,
     route: bool = ROUTE_OPT,
+    diversity: float = typer.Option(0.0, min=0.0, max=0.99,
+                                    help="Re-rank by maximal marginal relevance: 0 orders by "
+                                         "score alone; 0.3 trades some score for hits whose "
+                                         "texts differ from those above them."),
     index_dir: Path = INDEX_OPT,
     encoder: str | None = typer.Option(None, help="Encoder (default: the index's own)."),
     backend: str | None = typer.Option(None, help="faiss or qdrant (default: the first)."),
@@ -207,7 +211,7 @@ def search(
     from rag import pipeline
 
     query = _query(image, text, "en", k, to, _filters(filters, modality=modality, domain=domain,
-                                                      lang=lang))
+                                                      lang=lang), diversity)
     session = _session(index_dir, encoder, backend, route)
     try:
         hits = _run(lambda: pipeline.search(session, query))

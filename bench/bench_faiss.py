@@ -2,12 +2,12 @@
 
     python bench/bench_faiss.py                          # 10k and 100k x 512-d, ~5-10 minutes on 2 cores
     python bench/bench_faiss.py --sizes 1000000 --types hnsw,ivfpq
-    python bench/bench_faiss.py --rank 32                # within-cluster spread in 32 dims
+    python bench/bench_faiss.py --data clusters --clusters 8 --rank 32   # the stress case
 
-Data: seeded unit vectors around --clusters centres (like the contract suite's `clustered`:
-isotropic noise 0.4 per dimension); with --rank R the spread lies in a random R-dim subspace
-per cluster (plus 0.05 isotropic noise), which is closer to real embeddings, whose intrinsic
-dimension is far below 512. Queries are 1000 fresh points from the same clusters.
+Data (bench/_common.make_data): by default embedding-like vectors, calibrated on the default
+encoder's real report vectors (a shared mean direction, 64 clusters in a 32-d subspace);
+`--data clusters` is a stress case with far harder neighbourhoods. Queries are 1000 fresh
+points of the same distribution.
 
 For each size and type (flat / hnsw / ivfpq) the table gives OUR FaissIndex (adds in batches of
 4096, save() with its tuning, describe()) and the raw faiss structure beside it, built with the
@@ -40,34 +40,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # run from anywhere in
 import faiss  # noqa: E402
 
 from indexers.base import open_index  # noqa: E402
-from _common import add_in_batches  # noqa: E402
+from _common import DATA_PROFILES, add_in_batches, describe_data, make_data  # noqa: E402
 from indexers.faiss_index import TRAIN_ITERATIONS, TRAIN_POINTS_PER_CENTROID  # noqa: E402
 
 KIND = "image"
 K = 10
 TYPES = ("flat", "hnsw", "ivfpq")
-
-
-def make_data(rng, n: int, queries: int, dim: int, clusters: int, noise: float, rank: int):
-    """(vectors (n, dim), queries (Q, dim)) unit float32 around shared centres."""
-    centres = rng.standard_normal((clusters, dim))
-    bases = (rng.standard_normal((clusters, rank, dim)) / np.sqrt(rank)) if rank else None
-
-    def points(count: int) -> np.ndarray:
-        out = np.empty((count, dim), dtype=np.float32)
-        for start in range(0, count, 100_000):  # bounded float64 temporaries at 1M
-            size = min(100_000, count - start)
-            which = rng.integers(clusters, size=size)
-            if bases is None:
-                spread = noise * rng.standard_normal((size, dim))
-            else:
-                spread = np.einsum("nr,nrd->nd", 2 * noise * rng.standard_normal((size, rank)),
-                                   bases[which]) + 0.05 * rng.standard_normal((size, dim))
-            chunk = centres[which] + spread
-            out[start:start + size] = chunk / np.linalg.norm(chunk, axis=1, keepdims=True)
-        return out
-
-    return points(n), points(queries)
 
 
 def exact_top_k(vectors: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
@@ -233,14 +211,16 @@ def memory_bandwidth_gbs() -> tuple[float, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="10000,100000",
-                        help="comma-separated vector counts (1000000 adds ~30-60 minutes on 2 cores)")
+                        help="comma-separated vector counts (1000000 adds ~15-60 minutes on 2 cores)")
     parser.add_argument("--types", default=",".join(TYPES))
     parser.add_argument("--dim", type=int, default=512)
     parser.add_argument("--queries", type=int, default=1000)
-    parser.add_argument("--clusters", type=int, default=8)
-    parser.add_argument("--noise", type=float, default=0.4)
+    parser.add_argument("--data", choices=DATA_PROFILES, default="embedding",
+                        help="embedding: calibrated on real embeddings; clusters: the stress case")
+    parser.add_argument("--clusters", type=int, default=64)
+    parser.add_argument("--noise", type=float, default=0.4, help="clusters only")
     parser.add_argument("--rank", type=int, default=0,
-                        help="intrinsic dim of each cluster's spread (0: isotropic, as the suite)")
+                        help="clusters only: intrinsic dim of each cluster's spread (0: isotropic)")
     parser.add_argument("--options", default="{}",
                         help='extra FaissIndex options as JSON, e.g. \'{"target_recall": 0.99}\'')
     parser.add_argument("--seed", type=int, default=0)
@@ -253,11 +233,12 @@ def main() -> None:
     float_rate, int_rate = memory_bandwidth_gbs()
     bandwidth = max(float_rate, int_rate)  # the faster read is the better bandwidth estimate
     rng = np.random.default_rng(args.seed)
-    vectors, queries = make_data(rng, max(sizes), args.queries, args.dim, args.clusters,
-                                 args.noise, args.rank)
+    vectors, queries = make_data(rng, max(sizes), args.queries, args.dim, args.data,
+                                 args.clusters, args.noise, args.rank)
     print(f"{args.queries} queries, dim {args.dim}, top-{K}, {os.cpu_count()} CPUs, faiss "
-          f"{faiss.__version__}, data: {args.clusters} clusters, noise {args.noise}, "
-          f"rank {args.rank or 'full'}; memory bandwidth (1 numpy thread summing 2 GiB): "
+          f"{faiss.__version__}, data: "
+          f"{describe_data(args.data, args.clusters, args.noise, args.rank)}; "
+          f"memory bandwidth (1 numpy thread summing 2 GiB): "
           f"{float_rate:.1f} GB/s as float32, {int_rate:.1f} GB/s as int64")
     print()
     print("| n | index | build s | index MB | RSS Δ MB | search setting | tuned R@10 | R@10 "

@@ -9,7 +9,8 @@ and hnsw_ef is tuned to target_recall), what save() chose, single-query p50 / p9
 through QdrantIndex.search and Recall@10 against exact numpy, the raw `shard.query` latency on
 the same shard with the same SearchParams (requests built beforehand: engine time only), our
 overhead as the ratio of the two p50s, and a filtered search (`allowed` = --filter-share of
-the ids) through QdrantIndex. Queries are fresh points of the stored vectors' clusters.
+the ids) through QdrantIndex. Data: bench/_common.make_data (embedding-like by default);
+queries are fresh points of the same distribution.
 """
 from __future__ import annotations
 
@@ -27,16 +28,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # run from anywhere in
 import qdrant_edge as edge  # noqa: E402
 
 from indexers.base import open_index  # noqa: E402
-from _common import add_in_batches  # noqa: E402
+from _common import DATA_PROFILES, add_in_batches, describe_data, make_data  # noqa: E402
 
 KIND = "image"
-
-
-def clustered(rng: np.random.Generator, n: int, centres: np.ndarray) -> np.ndarray:
-    """(n, dim) unit vectors scattered around `centres`, like embeddings of a few domains."""
-    points = centres[rng.integers(len(centres), size=n)] + 0.5 * rng.standard_normal(
-        (n, centres.shape[1]))
-    return (points / np.linalg.norm(points, axis=1, keepdims=True)).astype(np.float32)
 
 
 def exact_top_k(vectors: np.ndarray, queries: np.ndarray, k: int,
@@ -118,24 +112,29 @@ def main() -> None:
     parser.add_argument("--dim", type=int, default=512)
     parser.add_argument("--queries", type=int, default=1000)
     parser.add_argument("--k", type=int, default=10)
+    parser.add_argument("--data", choices=DATA_PROFILES, default="embedding",
+                        help="embedding: calibrated on real embeddings; clusters: the stress case")
     parser.add_argument("--clusters", type=int, default=64)
+    parser.add_argument("--noise", type=float, default=0.4, help="clusters only")
+    parser.add_argument("--rank", type=int, default=0, help="clusters only")
     parser.add_argument("--filter-share", type=float, default=0.3,
                         help="share of the ids passed as `allowed` in the filtered search")
     parser.add_argument("--filter-queries", type=int, default=200)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
-    rng = np.random.default_rng(args.seed)
-    centres = rng.standard_normal((args.clusters, args.dim))
-    queries = clustered(rng, args.queries, centres)
-    print(f"dim {args.dim}, {args.queries} single queries, k={args.k}, filtered: "
+    sizes = [int(size) for size in args.sizes.split(",")]
+    all_vectors, queries = make_data(np.random.default_rng(args.seed), max(sizes), args.queries,
+                                     args.dim, args.data, args.clusters, args.noise, args.rank)
+    print(f"dim {args.dim}, {args.queries} single queries, k={args.k}, data: "
+          f"{describe_data(args.data, args.clusters, args.noise, args.rank)}; filtered: "
           f"{args.filter_share:.0%} of ids allowed, {args.filter_queries} queries")
     header = ("| n | build s (add) | search | p50 / p95 ms | R@10 | raw shard.query p50 / p95 ms "
               "| overhead | filtered p50 ms | filtered R@10 |")
     print(header)
     print("|---" * (header.count("|") - 1) + "|")
-    for n in (int(size) for size in args.sizes.split(",")):
-        vectors = clustered(np.random.default_rng(args.seed + n), n, centres)
+    for n in sizes:
+        vectors = np.ascontiguousarray(all_vectors[:n])
         row = bench(vectors, queries, args.k, args.filter_share, args.filter_queries, args.seed)
         print(f"| {row['n']:,} | {row['build_s']:.1f} ({row['add_s']:.1f}) | {row['search']} "
               f"| {row['p50_ms']:.2f} / {row['p95_ms']:.2f} | {row['recall']:.3f} "

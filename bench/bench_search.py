@@ -1,4 +1,4 @@
-"""Time each VectorIndex backend on seeded, clustered unit vectors (CLIP-like).
+"""Time each VectorIndex backend on seeded embedding-like unit vectors (bench/_common.py).
 
     python bench/bench_search.py                    # n=100000, dim=256, 200 queries, all backends
     python bench/bench_search.py --backend faiss --n 1000000
@@ -25,15 +25,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # run from anywhere in the repo
 
 from indexers.base import open_index
-from _common import add_in_batches  # noqa: E402
+from _common import add_in_batches, make_data  # noqa: E402
 
 KIND = "image"
-
-
-def clustered(rng: np.random.Generator, n: int, dim: int, centres: np.ndarray) -> np.ndarray:
-    """(n, dim) unit vectors scattered around `centres`, like embeddings of a few domains."""
-    points = centres[rng.integers(len(centres), size=n)] + 0.5 * rng.standard_normal((n, dim))
-    return (points / np.linalg.norm(points, axis=1, keepdims=True)).astype(np.float32)
 
 
 def exact_top_k(vectors: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
@@ -89,9 +83,7 @@ def main() -> None:
     logging.basicConfig(format="  note: %(message)s")  # backend advice, under the table
 
     rng = np.random.default_rng(args.seed)
-    centres = rng.standard_normal((64, args.dim))
-    vectors = clustered(rng, args.n, args.dim, centres)  # (n, dim)
-    queries = clustered(rng, args.queries, args.dim, centres)  # held out, same domains
+    vectors, queries = make_data(rng, args.n, args.queries, args.dim)  # embedding-like
     backends = ["faiss", "qdrant"] if args.backend == "all" else [args.backend]
 
     print(f"{args.queries} queries, dim {args.dim}, top-{args.k}, {os.cpu_count()} CPUs, "

@@ -71,6 +71,9 @@ def padding(num_queries: int, k: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _check_matrix(matrix: np.ndarray, dim: int, what: str) -> np.ndarray:
+    if (type(matrix) is np.ndarray and matrix.dtype == np.float32 and matrix.ndim == 2
+            and matrix.shape[1] == dim and matrix.flags.c_contiguous):
+        return matrix  # the common case, checked in ~1 us (a single query costs ~100 us)
     matrix = np.asarray(matrix)
     if matrix.ndim != 2 or matrix.shape[1] != dim:
         raise VectorIndexError(f"{what} must have shape (N, {dim}) for this index, "

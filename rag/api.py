@@ -272,11 +272,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         modality: Annotated[str | None, Form(examples=["ct"])] = None,
         lang: Annotated[str | None, Form(examples=["zh"])] = None,
         body_part: Annotated[str | None, Form()] = None,
+        diversity: Annotated[float, Form(ge=0.0, lt=1.0, description="MMR re-ranking: 0 by "
+                                         "score alone, 0.3 favours hits that differ")] = 0.0,
     ) -> dict:
         image = await read_upload(file)
         started = time.perf_counter()
         filters = {"domain": domain, "modality": modality, "lang": lang, "body_part": body_part}
-        hits, explain = run(lambda: (session().search(image, text, _kinds(to), k, **filters),
+        hits, explain = run(lambda: (session().search(image, text, _kinds(to), k, diversity,
+                                                      **filters),
                                      session().explain))
         return {"hits": [hit_out(h) for h in hits], "retrieval": explain,
                 "seconds": round(time.perf_counter() - started, 4)}

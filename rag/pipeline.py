@@ -73,11 +73,12 @@ class Session:
 
     def search(self, image: ImageInput = None, text: str | None = None,
                to: str | tuple[str, ...] = ("report",), k: int | str = 5,
-               **filters: str | None) -> list[Hit]:
+               diversity: float = 0.0, **filters: str | None) -> list[Hit]:
         """Cross-modal search: an image (path, PIL image or file bytes) and/or a text against
-        reports, images, guidelines or qa; k a number or "auto"; filters on the hits' fields,
-        e.g. domain="chest-ct", lang="zh" (None values are ignored)."""
-        return search(self, make_query(image, text, to, k, "en", filters))
+        reports, images, guidelines or qa; k a number or "auto"; diversity in [0, 1) re-ranks
+        by MMR (0: by score); filters on the hits' fields, e.g. domain="chest-ct", lang="zh"
+        (None values are ignored)."""
+        return search(self, make_query(image, text, to, k, "en", filters, diversity))
 
     def ask(self, image: ImageInput = None, question: str | None = None, lang: str = "en",
             k: int | str = "auto", **filters: str | None) -> Answer:
@@ -108,7 +109,8 @@ ImageInput = str | Path | bytes | Image.Image | None
 
 
 def make_query(image: ImageInput, text: str | None, to: str | tuple[str, ...] | list[str],
-               k: int | str, lang: str, filters: dict[str, str | None] | None = None) -> Query:
+               k: int | str, lang: str, filters: dict[str, str | None] | None = None,
+               diversity: float = 0.0) -> Query:
     """A Query from loosely typed input: an image as a path, PIL image or file bytes (PNG,
     JPEG, DICOM); `to` as one kind or several, singular or plural ("reports")."""
     if isinstance(image, bytes):
@@ -121,7 +123,7 @@ def make_query(image: ImageInput, text: str | None, to: str | tuple[str, ...] | 
         if not k.isdigit():
             raise ValueError(f"k must be a number or 'auto', not {k!r}")
         k = int(k)
-    return Query(image=image, text=text, lang=lang, k=k, to=kinds,
+    return Query(image=image, text=text, lang=lang, k=k, to=kinds, diversity=diversity,
                  filters={name: value for name, value in (filters or {}).items() if value})
 
 

@@ -80,6 +80,7 @@ class Query:
     k: int | Literal["auto"] = 5
     to: tuple[str, ...] = ("report",)
     filters: dict[str, str] = field(default_factory=dict)  # modality / domain / lang / body_part
+    diversity: float = 0.0  # MMR trade-off: 0 ranks by score alone, 0.3 trades some for variety
 
     def __post_init__(self) -> None:
         if not self.image and not (self.text and self.text.strip()):
@@ -89,6 +90,8 @@ class Query:
             raise ValueError(f"unknown kind(s) {bad}: choose from {', '.join(KINDS)}")
         if self.k != "auto" and (not isinstance(self.k, int) or self.k < 1):
             raise ValueError(f"k must be a positive number or 'auto', not {self.k!r}")
+        if not 0.0 <= self.diversity < 1.0:
+            raise ValueError(f"diversity must be in [0, 1), not {self.diversity!r}")
 
 
 @dataclass

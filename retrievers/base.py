@@ -74,6 +74,8 @@ class Retriever(ABC):
             ranked = self._dedupe(sorted((h for h in candidates if h.record.kind == kind),
                                          key=lambda h: -h.score), self.near_duplicate)
             kept = self.adaptive.cut(ranked) if query.k == "auto" else ranked[:wanted]
+            if query.diversity > 0 and len(kept) > 1:
+                kept = _diversify(self._eligible(ranked, query), len(kept), query.diversity)
             self.last["cuts"][kind] = {
                 "candidates": len(ranked), "kept": len(kept),
                 "rule": self.adaptive.rule() if query.k == "auto" else f"fixed k = {wanted}",
@@ -81,7 +83,10 @@ class Retriever(ABC):
                 "floor": round(self.adaptive.floor(ranked[0].score), 6)
                 if ranked and query.k == "auto" else None}
             hits += kept
-        hits.sort(key=lambda h: -h.score)
+        if query.diversity > 0:
+            self.last["diversity"] = query.diversity  # MMR order: kept as chosen, not by score
+        else:
+            hits.sort(key=lambda h: -h.score)
         for rank, hit in enumerate(hits, 1):
             hit.rank = rank
             hit.linked = [r for r in self.store.by_study(hit.record.study)
@@ -92,6 +97,13 @@ class Retriever(ABC):
     @abstractmethod
     def _retrieve(self, query: Query, n: int) -> list[Hit]:
         """Up to n candidate hits, any order, scores comparable within one query."""
+
+    def _eligible(self, ranked: list[Hit], query: Query) -> list[Hit]:
+        """The hits MMR may choose from: those above the adaptive floor, or the top 3 x k."""
+        if query.k == "auto":
+            floor = self.adaptive.floor(ranked[0].score)
+            return [hit for hit in ranked if hit.score >= floor] or ranked[:1]
+        return ranked[:3 * int(query.k)]
 
     @staticmethod
     def _dedupe(hits: list[Hit], near: float = 1.0) -> list[Hit]:
@@ -118,3 +130,25 @@ class Retriever(ABC):
     def _describe(query: Query) -> str:
         what = "image" if query.image else "text"
         return f"{what} query -> {','.join(query.to)}"
+
+
+def _diversify(pool: list[Hit], count: int, diversity: float) -> list[Hit]:
+    """Maximal marginal relevance (Carbonell & Goldstein): pick `count` hits from the pool one
+    at a time, each maximising (1 - diversity) x relevance - diversity x its largest overlap
+    with the hits already picked. Relevance is the score scaled to [0, 1] over the pool;
+    overlap is the word (Chinese: character-pair) Jaccard of the texts; images overlap 0
+    (they are already one per study), so for them the order stays by score."""
+    top, low = pool[0].score, pool[-1].score
+    spread = (top - low) or 1.0
+    tokens = [_tokens(hit.record.text) if hit.record.kind != "image" else None for hit in pool]
+    chosen: list[int] = []
+    left = list(range(len(pool)))
+    while left and len(chosen) < count:
+        def value(i: int) -> float:
+            overlap = max((_overlap(tokens[i], tokens[j]) for j in chosen
+                           if tokens[i] is not None and tokens[j] is not None), default=0.0)
+            return (1 - diversity) * (pool[i].score - low) / spread - diversity * overlap
+        best = max(left, key=value)  # ties keep the better-scored hit (earlier in the pool)
+        chosen.append(best)
+        left.remove(best)
+    return [pool[i] for i in chosen]

@@ -85,6 +85,12 @@ def test_the_k_rule_and_its_cut_are_reported(two_domains):
         index.search(text="intracranial haemorrhage", to="reports", k=3)
         assert index.explain["cuts"]["report"] == {**index.explain["cuts"]["report"],
                                                    "rule": "fixed k = 3", "kept": 3}
+        plain = index.search(text="intracranial haemorrhage", to="reports", k=3)
+        varied = index.search(text="intracranial haemorrhage", to="reports", k=3, diversity=0.5)
+        assert index.explain["diversity"] == 0.5 and len(varied) == 3
+        assert varied[0].record.id == plain[0].record.id  # the best hit always leads
+        with pytest.raises(ValueError, match="diversity"):
+            index.search(text="intracranial haemorrhage", diversity=1.0)
 
 
 def test_near_duplicate_reports_are_dropped_but_different_findings_kept():
@@ -98,3 +104,22 @@ def test_near_duplicate_reports_are_dropped_but_different_findings_kept():
             hit(4, long.upper(), 0.6)]
     kept = Retriever._dedupe(hits, near=0.85)
     assert [h.record.id for h in kept] == ["r:1", "r:3"]
+
+
+def test_diversity_reorders_by_marginal_relevance():
+    from retrievers.base import _diversify
+
+    def hit(i, text, score):
+        return Hit(Record(f"r:{i}", "report", lang="en", text=text, study=f"s{i}"), score, 0, "x")
+
+    normal = "Heart size is normal. The lungs are clear. No pleural effusion."
+    pool = [hit(1, normal, 0.90), hit(2, normal + " No pneumothorax.", 0.89),
+            hit(3, "Right lower lobe consolidation, likely pneumonia.", 0.85),
+            hit(4, normal + " Old rib fracture.", 0.84)]
+    assert [h.record.id for h in _diversify(pool, 3, 0.0)] == ["r:1", "r:2", "r:3"]
+    # with a diversity of 0.5 the consolidation report moves ahead of the near-repeat
+    assert [h.record.id for h in _diversify(pool, 3, 0.5)][:2] == ["r:1", "r:3"]
+    # images have no text overlap: their order stays by score whatever the diversity
+    images = [Hit(Record(f"i:{i}", "image", image=f"{i}.png", study=f"s{i}"), 1 - i / 10, 0, "x")
+              for i in range(4)]
+    assert [h.record.id for h in _diversify(images, 4, 0.9)] == ["i:0", "i:1", "i:2", "i:3"]
