@@ -48,6 +48,8 @@ train_app = typer.Typer(no_args_is_help=True, help="Train caselens models.")
 app.add_typer(train_app, name="train")
 corpus_app = typer.Typer(no_args_is_help=True, help="Look at corpus folders.")
 app.add_typer(corpus_app, name="corpus")
+eval_app = typer.Typer(no_args_is_help=True, help="Measure how well caselens retrieves.")
+app.add_typer(eval_app, name="eval")
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
 
@@ -393,12 +395,19 @@ def train_encoder(
     run_dir: Path = typer.Option(Path("runs/encoder"), help="Feature cache and training log."),
     epochs: int = typer.Option(60, help="Training epochs over the cached features."),
     seed: int = typer.Option(0, help="Random seed (split is by group hash, not by seed)."),
+    init: Path | None = typer.Option(None, help="Heads checkpoint (.pt) to fine-tune from."),
+    bilingual_weight: float = typer.Option(
+        1.0, min=0.0, help="Weight of the Chinese <-> English report loss (0 turns it off)."),
+    resume: bool = typer.Option(True, "--resume/--restart",
+                                help="Continue an interrupted run from RUN_DIR/checkpoint.pt."),
     as_json: bool = JSON_OPT,
 ):
     """Stage 1: train the projection heads contrastively on image-report pairs.
 
-    Symmetric InfoNCE over the pairs of the given corpora, split by patient / case; prints
-    test Recall@K before and after.
+    Symmetric InfoNCE over the image-report pairs of the given corpora, plus the same loss
+    between the Chinese and English versions of each report (COV-CTR, Open-i zh/en), split by
+    patient / case; prints test Recall@K before and after, trains the domain probe used for
+    routing, and writes RUN_DIR/train_log.jsonl and RUN_DIR/train_curves.png.
 
     Example: python cli.py train encoder ../shared/data/cov-ctr ../shared/data/medpix-2.0
     """
@@ -408,15 +417,58 @@ def train_encoder(
         task = bar.add_task("features", total=None)
         result = _run(lambda: pipeline.train_encoder(
             config, corpora, heads_out, run_dir, epochs, seed,
-            progress=lambda done, total: bar.update(task, completed=done, total=total)))
+            progress=lambda done, total: bar.update(task, completed=done, total=total),
+            init=init, bilingual_weight=bilingual_weight, resume=resume))
     summary = {"heads": str(result.heads_path), "counts": result.counts,
                "test_untrained": result.test_untrained, "test_trained": result.test_trained,
-               "log": str(run_dir / "train_log.jsonl")}
+               "zh_to_en_untrained": result.bilingual_untrained,
+               "zh_to_en_trained": result.bilingual_trained,
+               "domain_accuracy": result.domain_accuracy,
+               "log": str(run_dir / "train_log.jsonl"), "plot": str(run_dir / "train_curves.png")}
     if as_json:
         out.print_json(json.dumps(summary))
         return
     for key, value in summary.items():
         out.print(f"{key}: {value}", highlight=False)
+
+
+@eval_app.command("retrieval")
+def eval_retrieval(
+    corpora: list[Path] = typer.Argument(..., help="Corpus folders with image-report pairs."),
+    split: str = typer.Option("test", help="test, val or train (the training split by patient "
+                                           "/ case), or all (an external test set)."),
+    encoder: str = typer.Option("default", help="Encoder config name or path to a config JSON."),
+    compare_untrained: bool = typer.Option(False, "--compare-untrained",
+                                           help="Also score the same config with untrained heads."),
+    out_file: Path | None = typer.Option(None, "--out",
+                                         help="Also write the JSON here and a .md beside it."),
+    as_json: bool = JSON_OPT,
+):
+    """Stage 1: image <-> report and zh <-> en retrieval of the encoder on held-out pairs.
+
+    Recall@1/5/10, MRR and median rank, overall, per domain and per source, beside a random
+    ranking; the domain probe's accuracy. Ties count against a query (a strict rank).
+
+    Example: python cli.py eval retrieval ../shared/data/cov-ctr --split test --json
+    """
+    from rag.evaluation import evaluate_retrieval, to_markdown
+
+    if out_file is not None and out_file.suffix == ".md":
+        fail(f"--out names the JSON file (the .md goes beside it), not {out_file}")
+    with _progress("encoded") as bar:
+        task = bar.add_task("encoded", total=None)
+        result = _run(lambda: evaluate_retrieval(
+            corpora, split, encoder, compare_untrained,
+            progress=lambda done, total: bar.update(task, completed=done, total=total)))
+    report = to_markdown(result)
+    if out_file is not None:
+        out_file.parent.mkdir(parents=True, exist_ok=True)
+        out_file.write_text(json.dumps(result, indent=2, ensure_ascii=False), encoding="utf-8")
+        out_file.with_suffix(".md").write_text(report, encoding="utf-8")
+    if as_json:
+        out.print_json(json.dumps(result, ensure_ascii=False))
+        return
+    out.print(report, markup=False, highlight=False)
 
 
 if __name__ == "__main__":

@@ -101,14 +101,17 @@ def one_thread_if_single(search):
     return run
 
 
-def build_ours(index_type: str, vectors, folder: str, options: dict):
-    """(index, build row fields, describe() of the kind) for our FaissIndex."""
+def build_ours(index_type: str, vectors, folder: str, options: dict, tuning):
+    """(index, build row fields, describe() of the kind) for our FaissIndex; `tuning`: query
+    vectors to tune on, as an index build passes its other kinds' vectors (None: synthetic)."""
     n, dim = vectors.shape
     gc.collect()
     before = rss_mb()
     index = open_index("faiss", folder, dim, index_type=index_type, **options)
     started = time.perf_counter()
     add_in_batches(index, KIND, vectors[:n])
+    if tuning is not None:
+        index.set_tuning_queries(KIND, tuning)
     index.save()
     build_s = time.perf_counter() - started
     gc.collect()
@@ -169,10 +172,10 @@ def build_raw(index_type: str, vectors, info: dict, options: dict):
     return one_thread_if_single(search), fields
 
 
-def bench_type(index_type: str, vectors, queries, truth, options: dict) -> list[dict]:
+def bench_type(index_type: str, vectors, queries, truth, options: dict, tuning) -> list[dict]:
     """Rows for ours and raw faiss (or one row saying what ours built instead)."""
     with tempfile.TemporaryDirectory(prefix="bench-faiss-") as folder:
-        ours, ours_fields, info = build_ours(index_type, vectors, folder, options)
+        ours, ours_fields, info = build_ours(index_type, vectors, folder, options, tuning)
         try:
             if info["type"] != index_type:  # e.g. too few vectors for ivfpq
                 return [{**ours_fields, "index": f"ours {index_type}: built {info['type']}"}]
@@ -223,6 +226,10 @@ def main() -> None:
                         help="clusters only: intrinsic dim of each cluster's spread (0: isotropic)")
     parser.add_argument("--options", default="{}",
                         help='extra FaissIndex options as JSON, e.g. \'{"target_recall": 0.99}\'')
+    parser.add_argument("--tune-on", choices=("queries", "synthetic"), default="queries",
+                        help="queries: tune on other fresh points of the distribution (what an "
+                             "index build does with its other kinds' vectors); synthetic: on "
+                             "perturbed stored vectors (what a one-kind index does)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     logging.basicConfig(format="  note: %(message)s")  # tuning warnings, under the table
@@ -233,11 +240,14 @@ def main() -> None:
     float_rate, int_rate = memory_bandwidth_gbs()
     bandwidth = max(float_rate, int_rate)  # the faster read is the better bandwidth estimate
     rng = np.random.default_rng(args.seed)
-    vectors, queries = make_data(rng, max(sizes), args.queries, args.dim, args.data,
+    vectors, queries = make_data(rng, max(sizes), 2 * args.queries, args.dim, args.data,
                                  args.clusters, args.noise, args.rank)
+    queries, tuning = queries[:args.queries], queries[args.queries:]  # apart: tuning is no test
+    tuning = None if args.tune_on == "synthetic" else tuning
     print(f"{args.queries} queries, dim {args.dim}, top-{K}, {os.cpu_count()} CPUs, faiss "
           f"{faiss.__version__}, data: "
-          f"{describe_data(args.data, args.clusters, args.noise, args.rank)}; "
+          f"{describe_data(args.data, args.clusters, args.noise, args.rank)}, tuned on "
+          f"{args.tune_on}; "
           f"memory bandwidth (1 numpy thread summing 2 GiB): "
           f"{float_rate:.1f} GB/s as float32, {int_rate:.1f} GB/s as int64")
     print()
@@ -248,7 +258,7 @@ def main() -> None:
         data = np.ascontiguousarray(vectors[:n])
         truth = exact_top_k(data, queries, K)
         for index_type in types:
-            ours, *rest = bench_type(index_type, data, queries, truth, options)
+            ours, *rest = bench_type(index_type, data, queries, truth, options, tuning)
             for result in (ours, *rest):
                 if "recall" not in result:
                     print(f"| {n} | {result['index']} instead | | | | | | | | | | |")

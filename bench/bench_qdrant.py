@@ -66,7 +66,7 @@ def ms(seconds: np.ndarray, percentile: float) -> float:
 
 
 def bench(vectors: np.ndarray, queries: np.ndarray, k: int, filter_share: float,
-          filter_queries: int, seed: int) -> dict:
+          filter_queries: int, seed: int, tuning: np.ndarray | None = None) -> dict:
     n, dim = vectors.shape
     with tempfile.TemporaryDirectory(prefix="bench-qdrant-") as folder:
         index = open_index("qdrant", folder, dim, engine="edge")
@@ -74,6 +74,8 @@ def bench(vectors: np.ndarray, queries: np.ndarray, k: int, filter_share: float,
             started = time.perf_counter()
             add_in_batches(index, KIND, vectors[:n])
             add_s = time.perf_counter() - started
+            if tuning is not None:
+                index.set_tuning_queries(KIND, tuning)
             index.save()
             build_s = time.perf_counter() - started
             chosen = index.describe()["kinds"][KIND]
@@ -120,12 +122,18 @@ def main() -> None:
     parser.add_argument("--filter-share", type=float, default=0.3,
                         help="share of the ids passed as `allowed` in the filtered search")
     parser.add_argument("--filter-queries", type=int, default=200)
+    parser.add_argument("--tune-on", choices=("queries", "synthetic"), default="queries",
+                        help="queries: tune hnsw_ef on other fresh points of the distribution; "
+                             "synthetic: on perturbed stored vectors")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
     sizes = [int(size) for size in args.sizes.split(",")]
-    all_vectors, queries = make_data(np.random.default_rng(args.seed), max(sizes), args.queries,
-                                     args.dim, args.data, args.clusters, args.noise, args.rank)
+    all_vectors, queries = make_data(np.random.default_rng(args.seed), max(sizes),
+                                     2 * args.queries, args.dim, args.data, args.clusters,
+                                     args.noise, args.rank)
+    queries, tuning = queries[:args.queries], queries[args.queries:]  # apart: tuning is no test
+    tuning = None if args.tune_on == "synthetic" else tuning
     print(f"dim {args.dim}, {args.queries} single queries, k={args.k}, data: "
           f"{describe_data(args.data, args.clusters, args.noise, args.rank)}; filtered: "
           f"{args.filter_share:.0%} of ids allowed, {args.filter_queries} queries")
@@ -135,7 +143,8 @@ def main() -> None:
     print("|---" * (header.count("|") - 1) + "|")
     for n in sizes:
         vectors = np.ascontiguousarray(all_vectors[:n])
-        row = bench(vectors, queries, args.k, args.filter_share, args.filter_queries, args.seed)
+        row = bench(vectors, queries, args.k, args.filter_share, args.filter_queries, args.seed,
+                    tuning)
         print(f"| {row['n']:,} | {row['build_s']:.1f} ({row['add_s']:.1f}) | {row['search']} "
               f"| {row['p50_ms']:.2f} / {row['p95_ms']:.2f} | {row['recall']:.3f} "
               f"| {row['raw_p50_ms']:.2f} / {row['raw_p95_ms']:.2f} | {row['overhead']:.2f}x "

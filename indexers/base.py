@@ -33,6 +33,7 @@ class VectorIndex(ABC):
     def __init__(self, path: Path, dim: int):
         self.path = Path(path)
         self.dim = dim
+        self.tuning_queries: dict[str, np.ndarray] = {}  # kind -> (S, dim), see below
 
     @abstractmethod
     def add(self, kind: str, ids: np.ndarray, vectors: np.ndarray) -> None:
@@ -70,6 +71,12 @@ class VectorIndex(ABC):
         Adds are durable only after save() (a backend may persist sooner: Qdrant does). A
         failed save leaves the previously saved state readable.
         """
+
+    def set_tuning_queries(self, kind: str, queries: np.ndarray) -> None:
+        """Real query vectors for the kind (e.g. image embeddings for the report kind: the
+        cross-modal queries it will answer). A backend that tunes its ANN search at save()
+        tunes on these instead of synthetic stand-ins; an exact backend ignores them."""
+        self.tuning_queries[kind] = np.ascontiguousarray(queries, dtype=np.float32)
 
     def close(self) -> None:
         """Release files and locks; unsaved adds may be lost. The object is unusable after."""

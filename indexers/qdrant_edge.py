@@ -53,6 +53,7 @@ TUNE_QUERIES = 400  # tuning queries at save(), half near and half far (_tuning_
 TUNE_K = 10
 EF_CHOICES = (16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512)
 FAR_QUERY_COSINE = 0.5  # "far" tuning queries lie this far from the vector they came from
+MIN_GIVEN_QUERIES = 50  # fewer real tuning queries than this: the synthetic sets instead
 
 
 def edge_version() -> str:
@@ -71,6 +72,7 @@ class EdgeEngine:
             raise VectorIndexError("the embedded Qdrant engine needs qdrant-edge-py: "
                                    "pip install qdrant-edge-py==0.9.0 (or pass engine='client')")
         self.folder, self.dim, self.options = folder, dim, options
+        self.tuning_queries: dict[str, np.ndarray] = {}  # QdrantIndex shares its own
         folder.mkdir(parents=True, exist_ok=True)
         self.lock = _lock(folder / LOCK_FILE)
         self.shards: dict[str, edge.EdgeShard] = {}
@@ -237,7 +239,13 @@ class EdgeEngine:
         """
         started = time.perf_counter()
         shard, target = self.shards[kind], self.options.target_recall
-        query_sets = _tuning_queries(shard)  # name -> (S, dim)
+        given = self.tuning_queries.get(kind)
+        if given is not None and len(given) >= MIN_GIVEN_QUERIES:
+            rng = np.random.default_rng(0)
+            query_sets = {"given": given[np.sort(rng.choice(
+                len(given), min(len(given), TUNE_QUERIES), replace=False))]}
+        else:
+            query_sets = _tuning_queries(shard)  # name -> (S, dim)
 
         def search(queries: np.ndarray, params) -> list[list]:
             requests = [edge.QueryRequest(limit=TUNE_K, query=edge.Query.Nearest(q),

@@ -137,6 +137,7 @@ class QdrantIndex(VectorIndex):
         super().__init__(path, dim)
         self.options = QdrantOptions.parse(options)
         self.engine = _open_engine(self.path, dim, self.options)
+        self.engine.tuning_queries = self.tuning_queries  # the engine that tunes reads them
 
     def add(self, kind: str, ids: np.ndarray, vectors: np.ndarray,
             payloads: list[dict | None] | None = None) -> None:

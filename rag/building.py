@@ -188,6 +188,7 @@ def _abandon(work: Path, closables: list) -> None:
 
 
 SECRETS = ("api_key",)
+TUNING_SAMPLE = 1000  # cross-modal query vectors handed to each backend for ANN tuning
 
 
 def _public(options: dict[str, dict]) -> dict[str, dict]:
@@ -222,6 +223,8 @@ class _Writer:
         # kind -> [(record, digest, replaces an older version)] waiting for a full batch
         self.pending: dict[str, list[tuple[Record, str, bool]]] = {kind: [] for kind in KINDS}
         self.changes = {"added": 0, "updated": 0, "removed": 0, "unchanged": 0}
+        self.samples: dict[str, list[np.ndarray]] = {}  # kind -> a few encoded vectors
+        self.rng = np.random.default_rng(0)
 
     def offer(self, rec: Record, batch_size: int) -> None:
         digest = record_digest(rec)
@@ -254,6 +257,23 @@ class _Writer:
         rowids = np.asarray(self.store.add(kept, [digest_of[r.id] for r in kept]), np.int64)
         for index in self.indexes:
             index.add(kind, rowids, vectors)
+        # keep each vector with chance TUNING_SAMPLE / records so far: over a build of N
+        # records about TUNING_SAMPLE x (1 + ln(N / TUNING_SAMPLE)) are kept (~8k at 1M)
+        share = min(1.0, TUNING_SAMPLE / max(1, len(self.store)))
+        picked = vectors[self.rng.random(len(vectors)) < share]
+        self.samples.setdefault(kind, []).append(picked)
+
+    def tuning_queries(self, kind: str) -> np.ndarray | None:
+        """Vectors of the other kinds encoded in this build: the real cross-modal queries a
+        kind answers (images for reports, reports for images), for ANN tuning at save()."""
+        others = [block for name, blocks in self.samples.items() if name != kind
+                  for block in blocks]
+        if not others:
+            return None
+        queries = np.concatenate(others)
+        if len(queries) > TUNING_SAMPLE:
+            queries = queries[self.rng.choice(len(queries), TUNING_SAMPLE, replace=False)]
+        return queries
 
     def remove(self, ids: Sequence[str]) -> None:
         for kind, rowids in self.store.remove(ids).items():
@@ -314,6 +334,10 @@ def build_index(corpus_dir: str | Path, index_dir: str | Path, encoder: Encoder,
         fingerprint = store.fingerprint()
         described = {}
         for index in indexes:
+            for kind in KINDS:
+                queries = writer.tuning_queries(kind)
+                if queries is not None:
+                    index.set_tuning_queries(kind, queries)
             index.save()
             described[index.name] = index.describe()
             index.close()

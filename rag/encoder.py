@@ -20,6 +20,8 @@ from PIL import Image
 from torch import nn
 
 from rag.backbones import IMAGE_BACKBONES, TEXT_BACKBONES, file_sha256
+from rag.domain_probe import DomainProbe, probe_path
+from rag.lexical_features import bags
 from rag.registry import registrar
 
 log = logging.getLogger(__name__)
@@ -49,6 +51,7 @@ class Encoder(ABC):
     name: str
     dim: int
     low_confidence: float = 0.3  # cosine below which retrieval is reported as unsure
+    domain_probe: DomainProbe | None = None  # names an image embedding's domain, when trained
 
     @property
     @abstractmethod
@@ -66,19 +69,38 @@ class Encoder(ABC):
 
 class ProjectionHeads(nn.Module):
     """Two-layer projections from each backbone into the shared space, plus the learned
-    temperature of the symmetric InfoNCE loss (CLIP's logit_scale, initialised at 1/0.07)."""
+    temperature of the symmetric InfoNCE loss (CLIP's logit_scale, initialised at 1/0.07).
 
-    def __init__(self, image_in: int, text_in: int, dim: int, hidden: int, dropout: float = 0.0):
+    With `lexical_buckets`, the text side also sums a trained vector per hashed term of the
+    text (rag/lexical_features.py), initialised at zero: the channel bilingual training uses
+    to carry radiology terms across languages."""
+
+    def __init__(self, image_in: int, text_in: int, dim: int, hidden: int, dropout: float = 0.0,
+                 lexical_buckets: int = 0):
         super().__init__()
         self.image = nn.Sequential(nn.LayerNorm(image_in), nn.Dropout(dropout),
                                    nn.Linear(image_in, hidden), nn.GELU(), nn.Linear(hidden, dim))
         self.text = nn.Sequential(nn.LayerNorm(text_in), nn.Dropout(dropout),
                                   nn.Linear(text_in, hidden), nn.GELU(), nn.Linear(hidden, dim))
+        self.lexical_buckets = lexical_buckets
+        self.lexical = nn.EmbeddingBag(lexical_buckets, dim, mode="sum") if lexical_buckets else None
+        if self.lexical is not None:
+            nn.init.zeros_(self.lexical.weight)
         self.logit_scale = nn.Parameter(torch.tensor(np.log(1 / 0.07), dtype=torch.float32))
 
-    def forward(self, image_feats: torch.Tensor, text_feats: torch.Tensor):
+    def embed_texts(self, text_feats: torch.Tensor, texts: Sequence[str] | None = None):
+        """Unnormalised text embeddings; `texts` (the raw strings) feed the lexical channel."""
+        out = self.text(text_feats)
+        if self.lexical is not None and texts is not None:
+            ids, offsets, weights = bags(texts, self.lexical_buckets)
+            out = out + self.lexical(ids.to(out.device), offsets.to(out.device),
+                                     per_sample_weights=weights.to(out.device))
+        return out
+
+    def forward(self, image_feats: torch.Tensor, text_feats: torch.Tensor,
+                texts: Sequence[str] | None = None):
         return (nn.functional.normalize(self.image(image_feats), dim=-1),
-                nn.functional.normalize(self.text(text_feats), dim=-1),
+                nn.functional.normalize(self.embed_texts(text_feats, texts), dim=-1),
                 self.logit_scale.exp())
 
 
@@ -101,7 +123,8 @@ class TowersEncoder(Encoder):
         torch.manual_seed(seed)
         self.heads = ProjectionHeads(self.image_backbone.dim, self.text_backbone.dim, self.dim,
                                      int(config.get("hidden", 512)),
-                                     float(config.get("dropout", 0.0)))
+                                     float(config.get("dropout", 0.0)),
+                                     int(config.get("lexical_buckets", 0)))
         self.heads_path = config_dir / config["heads"] if config.get("heads") else None
         if self.heads_path is not None:
             if not self.heads_path.exists():
@@ -109,6 +132,8 @@ class TowersEncoder(Encoder):
                                    "(train them with `python cli.py train encoder <corpus>`)")
             state = torch.load(self.heads_path, map_location="cpu", weights_only=True)
             self.heads.load_state_dict({k: v.float() for k, v in state.items()})
+            if probe_path(self.heads_path).exists():
+                self.domain_probe = DomainProbe.load(probe_path(self.heads_path))
         self.heads.eval().to(self.device)
 
     @property
@@ -130,8 +155,8 @@ class TowersEncoder(Encoder):
         return normalize(out.cpu().numpy())
 
     @torch.no_grad()
-    def project_texts(self, feats: np.ndarray) -> np.ndarray:
-        out = self.heads.text(torch.from_numpy(feats).to(self.device))
+    def project_texts(self, feats: np.ndarray, texts: Sequence[str] | None = None) -> np.ndarray:
+        out = self.heads.embed_texts(torch.from_numpy(feats).to(self.device), texts)
         return normalize(out.cpu().numpy())
 
     def encode_images(self, images: Sequence[Image.Image]) -> np.ndarray:
@@ -142,7 +167,7 @@ class TowersEncoder(Encoder):
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
         if not texts:
             return np.zeros((0, self.dim), np.float32)
-        return self.project_texts(self.text_features(texts))
+        return self.project_texts(self.text_features(texts), list(texts))
 
 
 def load_config(name_or_path: str | Path) -> tuple[dict[str, Any], Path]:

@@ -152,7 +152,7 @@ def open_session(index_dir: str | Path = DEFAULT_INDEX, encoder: str | None = No
     store = RecordStore(index_dir / "records.sqlite", readonly=True)
     options = manifest.get("index_options", {}).get(backend, {})
     vectors = open_vectors(backend, index_dir, model.dim, **options)
-    router = DomainRouter(store, vectors) if route else None
+    router = DomainRouter(store, vectors, probe=model.domain_probe) if route else None
     retriever = DenseRetriever(model, store, vectors, AdaptiveK(), router=router)
     generator = create_generator("composer", low_confidence=model.low_confidence)
     return Session(index_dir, manifest, model, store, retriever, generator, [vectors, store])
@@ -223,12 +223,14 @@ def build_demo(dest: str | Path) -> dict[str, int]:
 
 
 def train_encoder(config: str, corpora: list[Path], out: Path, run_dir: Path, epochs: int,
-                  seed: int, progress: Progress | None = None):
+                  seed: int, progress: Progress | None = None, init: Path | None = None,
+                  bilingual_weight: float = 1.0, resume: bool = True):
     """Stage 1: contrastive training of an encoder config's projection heads."""
     from rag.training import TrainConfig, train_heads
 
-    return train_heads(config, corpora, out, run_dir, TrainConfig(epochs=epochs, seed=seed),
-                       progress=progress)
+    cfg = TrainConfig(epochs=epochs, seed=seed, init=str(init) if init else None,
+                      bilingual_weight=bilingual_weight, resume=resume)
+    return train_heads(config, corpora, out, run_dir, cfg, progress=progress)
 
 
 def ask(session: Session, query: Query, lang: str | None = None) -> Answer:

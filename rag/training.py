@@ -20,11 +20,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
 
 from rag.backbones import file_sha256
 from rag.building import read_records
+from rag.domain_probe import probe_path, train_probe
 from rag.encoder import ProjectionHeads, TowersEncoder, load_config, normalize
 from rag.images import ImageError, load_image
+from rag.plots import plot_curves
 from rag.types import Record
 
 log = logging.getLogger(__name__)
@@ -34,6 +37,18 @@ log = logging.getLogger(__name__)
 class Pair:
     image: Path
     texts: list[str]  # every report of the image's study (e.g. English and Chinese) + caption
+    group: str  # patient / case: the unit of the split
+    source: str
+    split: str = "train"
+    domain: str = ""  # modality x region from the corpus metadata: the domain probe's label
+
+
+@dataclass
+class TextPair:
+    """The Chinese and English versions of one report (COV-CTR, Open-i zh/en): positives of
+    each other in bilingual alignment, and the zh->en / en->zh retrieval evaluation."""
+    zh: str
+    en: str
     group: str  # patient / case: the unit of the split
     source: str
     split: str = "train"
@@ -49,6 +64,9 @@ class TrainConfig:
     val_fraction: float = 0.1
     test_fraction: float = 0.15
     ks: tuple[int, ...] = (1, 5, 10)
+    bilingual_weight: float = 1.0  # weight of the zh <-> en report loss (0: image-text only)
+    init: str | None = None  # heads checkpoint to start from (fine-tuning)
+    resume: bool = True  # continue from run_dir/checkpoint.pt when it is this same run
 
 
 @dataclass
@@ -58,6 +76,9 @@ class TrainResult:
     test_trained: dict[str, float] = field(default_factory=dict)
     test_untrained: dict[str, float] = field(default_factory=dict)
     counts: dict[str, int] = field(default_factory=dict)
+    domain_accuracy: dict[str, float | None] = field(default_factory=dict)
+    bilingual_untrained: dict[str, float] = field(default_factory=dict)  # zh -> en, test pairs
+    bilingual_trained: dict[str, float] = field(default_factory=dict)
 
 
 def split_of(group: str, cfg: TrainConfig) -> str:
@@ -86,8 +107,26 @@ def collect_pairs(corpus_dirs: Sequence[Path], cfg: TrainConfig) -> tuple[list[P
             if texts:
                 group = f"{rec.source}:{rec.meta.get('split_group') or rec.study}"
                 pairs.append(Pair(rec.image_path(), texts, group, rec.source,
-                                  split_of(group, cfg)))
+                                  split_of(group, cfg), rec.domain or ""))
     return pairs, formats
+
+
+def collect_text_pairs(corpus_dirs: Sequence[Path], cfg: TrainConfig) -> list[TextPair]:
+    """(zh, en) report pairs: one Chinese and one English report of the same study and source,
+    each study once (its first report in each language)."""
+    pairs = []
+    for corpus in corpus_dirs:
+        records, _, _ = read_records(Path(corpus), None)
+        by_study: dict[tuple[str, str], dict[str, Record]] = defaultdict(dict)
+        for rec in records:
+            if rec.kind == "report" and rec.study and rec.lang in ("zh", "en") and rec.text.strip():
+                by_study[(rec.source, rec.study)].setdefault(rec.lang, rec)
+        for (source, study), langs in by_study.items():
+            if "zh" in langs and "en" in langs:
+                group = f"{source}:{langs['zh'].meta.get('split_group') or study}"
+                pairs.append(TextPair(langs["zh"].text, langs["en"].text, group, source,
+                                      split_of(group, cfg)))
+    return pairs
 
 
 def cache_features(encoder: TowersEncoder, pairs: list[Pair], cache: Path,
@@ -128,28 +167,61 @@ def cache_features(encoder: TowersEncoder, pairs: list[Pair], cache: Path,
     return images, texts, owner, ok
 
 
+def cache_text_features(encoder: TowersEncoder, texts: list[str], cache: Path) -> np.ndarray:
+    """Text backbone features of `texts`, cached on disk by content key."""
+    key = hashlib.sha256("|".join([encoder.text_backbone.weights_sha256, *texts])
+                         .encode()).hexdigest()
+    path = cache / f"text-features-{key[:16]}.npy"
+    if path.exists():
+        return np.load(path, allow_pickle=False)
+    feats = np.concatenate([encoder.text_features(texts[s:s + 64])
+                            for s in range(0, len(texts), 64)]) if texts else \
+        np.zeros((0, encoder.text_backbone.dim), np.float32)
+    cache.mkdir(parents=True, exist_ok=True)
+    np.save(path, feats)
+    return feats
+
+
 @torch.no_grad()
 def recall_at_k(heads: ProjectionHeads, images: np.ndarray, texts: np.ndarray,
-                ks: Sequence[int]) -> dict[str, float]:
+                ks: Sequence[int], raw: Sequence[str] | None = None) -> dict[str, float]:
     """Image -> report Recall@K (and MRR): text i is the one right answer for image i."""
     if len(images) == 0:
         return {}
     img = heads.image(torch.from_numpy(images)).numpy()
-    txt = heads.text(torch.from_numpy(texts)).numpy()
-    sims = normalize(img) @ normalize(txt).T  # (N, N)
-    ranks = (sims > sims[np.arange(len(sims)), np.arange(len(sims))][:, None]).sum(1)
+    txt = heads.embed_texts(torch.from_numpy(texts), raw).numpy()
+    return _ranked(normalize(img) @ normalize(txt).T, ks)
+
+
+@torch.no_grad()
+def text_recall_at_k(heads: ProjectionHeads, queries: np.ndarray, gallery: np.ndarray,
+                     ks: Sequence[int], raw_queries: Sequence[str],
+                     raw_gallery: Sequence[str]) -> dict[str, float]:
+    """Text -> text Recall@K (zh -> en): gallery text i is the one right answer for query i."""
+    if len(queries) == 0:
+        return {}
+    q = heads.embed_texts(torch.from_numpy(queries), raw_queries).numpy()
+    g = heads.embed_texts(torch.from_numpy(gallery), raw_gallery).numpy()
+    return _ranked(normalize(q) @ normalize(g).T, ks)
+
+
+def _ranked(sims: np.ndarray, ks: Sequence[int]) -> dict[str, float]:
+    """Recall@K and MRR when the right answer of row i is column i; an exact tie with it
+    counts against it (a collapsed encoder that scores everything alike ranks last)."""
+    ranks = (sims >= sims[np.arange(len(sims)), np.arange(len(sims))][:, None]).sum(1) - 1
     out = {f"R@{k}": float((ranks < k).mean()) for k in ks}
     out["MRR"] = float((1.0 / (ranks + 1)).mean())
-    out["n"] = len(images)
+    out["n"] = len(sims)
     return out
 
 
-def _eval_set(images, texts, owner, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _eval_set(images, texts, owner, idx: np.ndarray, raw: Sequence[str]) -> tuple:
     """One gallery text per pair: the pair's first text (its primary report)."""
     first = {}
     for row, pair_index in enumerate(owner):
         first.setdefault(int(pair_index), row)
-    return images[idx], texts[[first[int(i)] for i in idx]]
+    rows = [first[int(i)] for i in idx]
+    return images[idx], texts[rows], [raw[r] for r in rows]
 
 
 def train_heads(config_name: str, corpus_dirs: Sequence[Path], out: Path, run_dir: Path,
@@ -171,20 +243,41 @@ def train_heads(config_name: str, corpus_dirs: Sequence[Path], out: Path, run_di
     random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)
     heads = ProjectionHeads(images.shape[1], texts.shape[1], int(config["dim"]),
-                            int(config.get("hidden", 512)), float(config.get("dropout", 0.0)))
+                            int(config.get("hidden", 512)), float(config.get("dropout", 0.0)),
+                            int(config.get("lexical_buckets", 0)))
+    raw = [text for pair in pairs for text in pair.texts]  # the rows of `texts`, in order
+    bilingual = _Bilingual(encoder, corpus_dirs, cfg, run_dir / "cache")
     result = TrainResult(out, counts={"pairs": len(pairs), "train": len(train_idx),
-                                      "val": len(val_idx), "test": len(test_idx)})
-    test_set = _eval_set(images, texts, owner, test_idx)
-    val_set = _eval_set(images, texts, owner, val_idx)
-    result.test_untrained = recall_at_k(heads.eval(), *test_set, cfg.ks)
+                                      "val": len(val_idx), "test": len(test_idx),
+                                      **bilingual.counts()})
+    test_set = _eval_set(images, texts, owner, test_idx, raw)
+    val_set = _eval_set(images, texts, owner, val_idx, raw)
+    result.test_untrained = recall_at_k(heads.eval(), *test_set[:2], cfg.ks, test_set[2])
+    result.bilingual_untrained = bilingual.recall(heads, "test", cfg.ks)
+    if cfg.init:
+        _load_init(heads, Path(cfg.init))
     optim = torch.optim.AdamW(heads.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(optim, cfg.epochs)
     loss_fn = ClipLoss()
     best, best_state = -1.0, None
     run_dir.mkdir(parents=True, exist_ok=True)
-    log_path = run_dir / "train_log.jsonl"
-    log_path.write_text("")
-    for epoch in range(1, cfg.epochs + 1):
+    log_path, checkpoint = run_dir / "train_log.jsonl", run_dir / "checkpoint.pt"
+    run_key = hashlib.sha256(json.dumps([config, cfg.__dict__ | {"ks": list(cfg.ks)},
+                                         [str(p.image) for p in pairs], len(bilingual.pairs)],
+                                        default=str).encode()).hexdigest()
+    first = 1
+    if cfg.resume and checkpoint.exists():
+        saved = torch.load(checkpoint, map_location="cpu", weights_only=False)
+        if saved.get("key") == run_key:
+            heads.load_state_dict(saved["heads"])
+            optim.load_state_dict(saved["optim"])
+            sched.load_state_dict(saved["sched"])
+            best, best_state, result.history = saved["best"], saved["best_state"], saved["history"]
+            first = saved["epoch"] + 1
+            log.info("resuming from epoch %d (%s)", first, checkpoint)
+    if first == 1:
+        log_path.write_text("")
+    for epoch in range(first, cfg.epochs + 1):
         heads.train()
         order = np.random.default_rng(cfg.seed + epoch).permutation(train_idx)
         losses = []
@@ -193,8 +286,12 @@ def train_heads(config_name: str, corpus_dirs: Sequence[Path], out: Path, run_di
             if len(idx) < 2:
                 continue
             rows = [random.choice(texts_of[int(i)]) for i in idx]  # one text per image
-            img, txt, scale = heads(torch.from_numpy(images[idx]), torch.from_numpy(texts[rows]))
+            img, txt, scale = heads(torch.from_numpy(images[idx]), torch.from_numpy(texts[rows]),
+                                    [raw[r] for r in rows])
             loss = loss_fn(img, txt, scale)
+            if cfg.bilingual_weight > 0:
+                loss = loss + cfg.bilingual_weight * bilingual.loss(heads, loss_fn, scale,
+                                                                    cfg.batch_size)
             optim.zero_grad()
             loss.backward()
             optim.step()
@@ -203,25 +300,110 @@ def train_heads(config_name: str, corpus_dirs: Sequence[Path], out: Path, run_di
             losses.append(loss.item())
         sched.step()
         heads.eval()
-        val = recall_at_k(heads, *val_set, cfg.ks)
+        val = recall_at_k(heads, *val_set[:2], cfg.ks, val_set[2])
+        val_bilingual = bilingual.recall(heads, "val", cfg.ks)
         row = {"epoch": epoch, "loss": float(np.mean(losses)), "val": val,
-               "temperature": 1 / heads.logit_scale.exp().item()}
+               "val_zh_to_en": val_bilingual, "temperature": 1 / heads.logit_scale.exp().item()}
         result.history.append(row)
         with open(log_path, "a", encoding="utf-8") as handle:
             handle.write(json.dumps(row) + "\n")
-        score = val.get("R@10", 0.0) + val.get("MRR", 0.0)
+        score = val.get("R@10", 0.0) + val.get("MRR", 0.0) + val_bilingual.get("MRR", 0.0)
         if score > best:
             best, best_state = score, {k: v.clone() for k, v in heads.state_dict().items()}
         log.info("epoch %d loss %.4f val %s", epoch, row["loss"], val)
+        temp = checkpoint.with_name(".checkpoint.pt.tmp")  # written whole, then renamed
+        torch.save({"key": run_key, "epoch": epoch, "heads": heads.state_dict(),
+                    "optim": optim.state_dict(), "sched": sched.state_dict(), "best": best,
+                    "best_state": best_state, "history": result.history}, temp)
+        temp.replace(checkpoint)
+    plot_curves({"train loss": [r["loss"] for r in result.history],
+                 "val image->report R@10": [r["val"].get("R@10", 0.0) for r in result.history],
+                 "val zh->en R@1": [r["val_zh_to_en"].get("R@1", 0.0) for r in result.history
+                                    if r["val_zh_to_en"]]},
+                run_dir / "train_curves.png", f"stage-1 training of {config_name}")
     # stored in float16 (half the size, no measurable change): measure what is stored
     stored = {k: v.half() for k, v in best_state.items()}
     heads.load_state_dict({k: v.float() for k, v in stored.items()})
     heads.eval()
-    result.test_trained = recall_at_k(heads, *test_set, cfg.ks)
+    result.test_trained = recall_at_k(heads, *test_set[:2], cfg.ks, test_set[2])
+    result.bilingual_trained = bilingual.recall(heads, "test", cfg.ks)
     out.parent.mkdir(parents=True, exist_ok=True)
     torch.save(stored, out)
+    _train_domain_probe(heads, images, pairs, (train_idx, val_idx, test_idx), out, cfg, result)
     _write_training_manifest(out, config_name, formats, pairs, cfg, result)
     return result
+
+
+def _load_init(heads: ProjectionHeads, path: Path) -> None:
+    """Start from saved heads; parts they lack (e.g. the lexical channel) keep their init."""
+    if not path.exists():
+        raise FileNotFoundError(f"--init checkpoint not found: {path}")
+    state = {k: v.float() for k, v in torch.load(path, map_location="cpu",
+                                                 weights_only=True).items()}
+    own = heads.state_dict()
+    wrong = [k for k, v in state.items() if k in own and own[k].shape != v.shape]
+    if wrong:
+        raise ValueError(f"{path} does not fit this encoder config: {', '.join(wrong)} differ "
+                         "in shape (trained for another backbone or dim?)")
+    missing, _ = heads.load_state_dict(state, strict=False)
+    if missing:
+        log.info("--init %s: kept the initial values of %s", path, ", ".join(missing))
+
+
+class _Bilingual:
+    """The (zh, en) report pairs of the corpora, their backbone features, and the symmetric
+    InfoNCE loss that makes each the positive of the other (the text tower's only)."""
+
+    def __init__(self, encoder: TowersEncoder, corpus_dirs: Sequence[Path], cfg: TrainConfig,
+                 cache: Path):
+        self.pairs = collect_text_pairs(corpus_dirs, cfg) if cfg.bilingual_weight > 0 else []
+        feats = cache_text_features(encoder, [p.zh for p in self.pairs] +
+                                    [p.en for p in self.pairs], cache)
+        self.zh, self.en = feats[:len(self.pairs)], feats[len(self.pairs):]
+        self.split = np.asarray([p.split for p in self.pairs])
+        self.train = np.flatnonzero(self.split == "train")
+        self.rng = np.random.default_rng(cfg.seed)
+
+    def counts(self) -> dict[str, int]:
+        return {f"bilingual_{name}": int((self.split == name).sum())
+                for name in ("train", "val", "test")}
+
+    def loss(self, heads: ProjectionHeads, loss_fn, scale: torch.Tensor, size: int):
+        if len(self.train) < 2:
+            return torch.zeros(())
+        rows = self.rng.choice(self.train, min(size, len(self.train)), replace=False)
+        zh = heads.embed_texts(torch.from_numpy(self.zh[rows]), [self.pairs[r].zh for r in rows])
+        en = heads.embed_texts(torch.from_numpy(self.en[rows]), [self.pairs[r].en for r in rows])
+        return loss_fn(nn.functional.normalize(zh, dim=-1), nn.functional.normalize(en, dim=-1),
+                       scale)
+
+    def recall(self, heads: ProjectionHeads, split: str, ks: Sequence[int]) -> dict[str, float]:
+        rows = np.flatnonzero(self.split == split)
+        heads.eval()
+        return text_recall_at_k(heads, self.zh[rows], self.en[rows], ks,
+                                [self.pairs[r].zh for r in rows], [self.pairs[r].en for r in rows])
+
+
+def _train_domain_probe(heads: ProjectionHeads, images: np.ndarray, pairs: list[Pair],
+                        splits: tuple[np.ndarray, ...], out: Path, cfg: TrainConfig,
+                        result: TrainResult) -> None:
+    """The linear domain probe on the trained image embeddings, saved beside the heads."""
+    with torch.no_grad():
+        vectors = normalize(heads.image(torch.from_numpy(images)).numpy())
+    labels = [pair.domain for pair in pairs]
+    train_idx, val_idx, test_idx = splits
+    try:
+        probe = train_probe(vectors, labels, train_idx, val_idx, cfg.seed)
+    except ValueError as err:
+        log.warning("no domain probe: %s", err)
+        probe_path(out).unlink(missing_ok=True)
+        return
+    result.domain_accuracy = {
+        "train": probe.accuracy(vectors[train_idx], [labels[i] for i in train_idx]),
+        "val": probe.info["val_accuracy"],
+        "test": probe.accuracy(vectors[test_idx], [labels[i] for i in test_idx])}
+    probe.info["test_accuracy"] = result.domain_accuracy["test"]
+    probe.save(probe_path(out))
 
 
 def _write_training_manifest(out: Path, config_name: str, formats: list[str], pairs: list[Pair],
@@ -239,6 +421,10 @@ def _write_training_manifest(out: Path, config_name: str, formats: list[str], pa
         "settings": cfg.__dict__ | {"ks": list(cfg.ks)},
         "test_image_to_report": {"trained": result.test_trained,
                                  "untrained": result.test_untrained},
+        "test_zh_to_en_report": {"trained": result.bilingual_trained,
+                                 "untrained": result.bilingual_untrained},
+        "domain_probe": {"file": probe_path(out).name, "accuracy": result.domain_accuracy}
+        if result.domain_accuracy else None,
         "best_epoch": max(result.history, key=lambda r: r["val"].get("R@10", 0)
                           + r["val"].get("MRR", 0))["epoch"],
     }

@@ -47,7 +47,7 @@ class DenseRetriever(Retriever):
         hits: list[Hit] = []
         for kind in query.to:
             found = self._search(kind, query, vector, n, filters, source)
-            if not found and route is not None and route.source == "knn":
+            if not found and route is not None and route.source in ("knn", "probe"):
                 # the routed domain has nothing of this kind: search every domain instead
                 unrouted = {k: v for k, v in filters.items() if k != "domain"}
                 found = self._search(kind, query, vector, n, unrouted, source)

@@ -2,11 +2,15 @@
 code lacks): the query image's nearest indexed images vote for a domain (chest-xray,
 chest-ct, head-mr...), and the search is restricted to it when the vote is clear.
 
-The classifier is the index itself: a score-weighted k-nearest-neighbour vote over the image
-records and the domain their corpus metadata gave them. It needs no training, follows every
-incremental update, and reads only labels the readers already set. A close vote widens the
-route to every domain that together holds `coverage` of the votes; no vote (an index without
-images) leaves the search unrestricted.
+Two classifiers, one Route:
+  - "probe": the encoder's linear domain probe (rag/domain_probe.py, trained with the heads),
+    its probabilities restricted to the domains the index holds;
+  - "knn" (when the encoder has no probe): a score-weighted k-nearest-neighbour vote over the
+    indexed images and the domain their corpus metadata gave them. It needs no training and
+    follows every incremental update.
+A clear winner (share >= `threshold`) restricts the search to it; a close call widens the route
+to every domain that together holds `coverage`; no vote (an index without images) leaves the
+search unrestricted.
 """
 from __future__ import annotations
 
@@ -15,6 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from indexers.base import VectorIndex
+from rag.domain_probe import DomainProbe
 from rag.store import RecordStore
 
 
@@ -24,7 +29,7 @@ class Route:
     confidence: float  # vote share of the best domain
     votes: dict[str, float] = field(default_factory=dict)
     widened: bool = False
-    source: str = "knn"  # "knn" | "override" (the user's --domain) | "none"
+    source: str = "knn"  # "probe" | "knn" | "override" (the user's --domain) | "none"
 
     def describe(self) -> str:
         if self.source == "override":
@@ -32,7 +37,8 @@ class Route:
         if not self.domains:
             return "domain=any (no vote)"
         how = "widened" if self.widened else "routed"
-        return f"domain={','.join(self.domains)} ({how}, p={self.confidence:.2f})"
+        by = " by the probe" if self.source == "probe" else ""
+        return f"domain={','.join(self.domains)} ({how}{by}, p={self.confidence:.2f})"
 
     def to_dict(self) -> dict:
         return {"domains": self.domains, "confidence": round(self.confidence, 4),
@@ -47,16 +53,26 @@ class DomainRouter:
     k: int = 15
     threshold: float = 0.6  # vote share needed to restrict to one domain
     coverage: float = 0.9  # a widened route keeps the domains holding this share of votes
+    probe: DomainProbe | None = None  # the encoder's domain classifier; None: the kNN vote
 
     def route(self, vector: np.ndarray, exclude: frozenset[int] = frozenset()) -> Route:
         """The domains to search for a query image's (dim,) embedding. `exclude`: row ids
         that must not vote (an evaluation's query image, when it is in the index itself)."""
+        if self.probe is not None:
+            held = self.store.counts().get("image", {})
+            probabilities = self.probe.probabilities(vector[None, :])[0]
+            votes = {name: float(p) for name, p in zip(self.probe.classes, probabilities)
+                     if name in held}
+            return self._decide(votes, "probe")
+        return self._decide(self._knn_votes(vector, exclude), "knn")
+
+    def _knn_votes(self, vector: np.ndarray, exclude: frozenset[int]) -> dict[str, float]:
         depth = self.k + len(exclude)
         scores, ids = self.index.search("image", vector[None, :].astype(np.float32), depth)
         found = [(int(i), float(s)) for i, s in zip(ids[0], scores[0])
                  if i >= 0 and int(i) not in exclude][:self.k]
         if not found:
-            return Route([], 0.0, source="none")
+            return {}
         records = self.store.get(i for i, _ in found)
         votes: dict[str, float] = {}
         for rowid, score in found:
@@ -64,18 +80,21 @@ class DomainRouter:
             if domain:
                 # shifted so that every neighbour counts, the nearest ones most
                 votes[domain] = votes.get(domain, 0.0) + max(score, 0.0) + 1e-3
-        if not votes:
-            return Route([], 0.0, source="none")
+        return votes
+
+    def _decide(self, votes: dict[str, float], source: str) -> Route:
         total = sum(votes.values())
+        if not votes or total <= 0:
+            return Route([], 0.0, source="none")
         ranked = sorted(((d, v / total) for d, v in votes.items()), key=lambda item: -item[1])
         share = dict(ranked)
         best, confidence = ranked[0]
         if confidence >= self.threshold:
-            return Route([best], confidence, share)
+            return Route([best], confidence, share, source=source)
         kept, held = [], 0.0
         for domain, part in ranked:
             kept.append(domain)
             held += part
             if held >= self.coverage:
                 break
-        return Route(kept, confidence, share, widened=True)
+        return Route(kept, confidence, share, widened=True, source=source)

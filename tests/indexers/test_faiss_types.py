@@ -259,3 +259,17 @@ def test_ivfpq_kind_too_small_stays_flat(opener):
 def test_bad_options_raise(tmp_path, options, message):
     with pytest.raises(VectorIndexError, match=message):
         open_index("faiss", tmp_path, DIM, **options)
+
+
+def test_given_queries_replace_the_synthetic_tuning_sets(opener, data):
+    ids, vectors = data["image"]
+    index = opener(index_type="hnsw", target_recall=0.95)
+    index.add("image", ids, vectors)
+    given = make_queries(vectors, 3, n=300)  # fresh points: what a build hands over
+    index.set_tuning_queries("image", given)
+    index.save()
+    info = index.describe()["kinds"]["image"]
+    assert set(info["recall_at_10_by_queries"]) == {"given", "self"}
+    assert info["recall_at_10"] >= 0.95 and info["tuning_queries"] == 1000
+    assert_recall(index.search("image", make_queries(vectors, 4, n=40), 10), ids, vectors,
+                  make_queries(vectors, 4, n=40), 10)

@@ -439,3 +439,17 @@ def test_server_path_with_a_stand_in_server(tmp_path, monkeypatch, caplog):
     everything = json.dumps(described) + caplog.text + "".join(
         p.read_text() for p in tmp_path.rglob("qdrant-server.json"))
     assert "s3cret-key" not in everything
+
+
+def test_given_queries_are_what_hnsw_ef_is_tuned_on(tmp_path):
+    vectors, queries = data(seed=6, n=3_000, queries=200)
+    index = open_index("qdrant", tmp_path, DIM, exact_below=1_000)
+    index.add("image", np.arange(3_000), vectors)
+    index.set_tuning_queries("image", queries[:150])
+    index.save()
+    described = index.describe()["kinds"]["image"]
+    assert set(described["recall_at_10_by_queries"]) == {"given"}
+    assert described["tuning_queries"] == 150 and described["recall_at_10"] >= 0.95
+    assert recall_at(index.search("image", queries[150:], 10)[1], np.arange(3_000), vectors,
+                     queries[150:], 10) >= 0.9
+    index.close()

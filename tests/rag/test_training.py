@@ -55,3 +55,87 @@ def test_heads_and_manifest_are_written_and_loadable(trained, tmp_path):
     assert encoder.fingerprint != create_encoder("tiny").fingerprint
     vec = encoder.encode_texts(["Large right pleural effusion."])
     np.testing.assert_allclose(np.linalg.norm(vec), 1, atol=1e-5)
+
+
+def test_training_writes_curves_checkpoint_and_counts_bilingual_pairs(trained):
+    root, _, result = trained
+    assert (root / "run" / "train_curves.png").stat().st_size > 1000
+    assert (root / "run" / "checkpoint.pt").exists()
+    # make_corpus gives every image an English and a Chinese report: both are positives
+    assert result.counts["bilingual_train"] > 0 and result.bilingual_trained["n"] > 0
+    assert json.loads((root / "heads" / "tiny.json").read_text())["test_zh_to_en_report"]
+
+
+def test_an_interrupted_run_resumes_from_its_checkpoint(tmp_path):
+    corpus = make_corpus(tmp_path / "corpus", n_per_class=8, bad_image=False)
+    cfg = TrainConfig(epochs=3, batch_size=16, test_fraction=0.2, val_fraction=0.2)
+    first = train_heads("tiny", [corpus], tmp_path / "a.pt", tmp_path / "run", cfg)
+    log = (tmp_path / "run" / "train_log.jsonl").read_text()
+    # the same run again: every epoch is in the checkpoint, so none is trained twice
+    again = train_heads("tiny", [corpus], tmp_path / "b.pt", tmp_path / "run", cfg)
+    assert (tmp_path / "run" / "train_log.jsonl").read_text() == log
+    assert [r["loss"] for r in again.history] == [r["loss"] for r in first.history]
+    assert again.test_trained == first.test_trained
+    # another setting is another run: it starts over
+    other = TrainConfig(epochs=2, batch_size=16, test_fraction=0.2, val_fraction=0.2)
+    assert len(train_heads("tiny", [corpus], tmp_path / "c.pt", tmp_path / "run",
+                           other).history) == 2
+
+
+def test_a_domain_probe_is_trained_saved_and_used_for_routing(tmp_path):
+    from rag.domain_probe import DomainProbe, probe_path
+
+    corpus = make_corpus(tmp_path / "corpus", n_per_class=12, bad_image=False)
+    manifest = corpus / "manifest.jsonl"
+    lines = [json.loads(line) for line in manifest.read_text().splitlines()]
+    for line in lines:  # class 2 becomes another domain
+        if line["study"].startswith("c2"):
+            line["domain"] = "head-mr"
+    manifest.write_text("\n".join(json.dumps(x, ensure_ascii=False) for x in lines))
+    heads = tmp_path / "heads" / "tiny.pt"
+    result = train_heads("tiny", [corpus], heads, tmp_path / "run",
+                         TrainConfig(epochs=8, batch_size=16, test_fraction=0.25,
+                                     val_fraction=0.2, weight_decay=0.05))
+    probe = DomainProbe.load(probe_path(heads))
+    assert probe.classes == ["chest-xray", "head-mr"]
+    assert result.domain_accuracy["test"] >= 0.9  # the bright band is easy to tell apart
+    config = json.loads((CONFIG_DIR / "tiny.json").read_text())
+    config["heads"] = str(heads)
+    (tmp_path / "trained.json").write_text(json.dumps(config))
+    encoder = create_encoder(tmp_path / "trained.json")
+    assert encoder.domain_probe is not None and encoder.domain_probe.classes == probe.classes
+
+
+def test_the_lexical_channel_learns_to_match_terms_across_languages():
+    import torch
+    from open_clip.loss import ClipLoss
+
+    from rag.encoder import ProjectionHeads
+    from rag.training import _ranked
+
+    sides = [("左侧", "left"), ("右侧", "right"), ("双侧", "bilateral")]
+    findings = [("胸腔积液", "pleural effusion"), ("气胸", "pneumothorax"),
+                ("磨玻璃影", "ground glass opacity"), ("实变", "consolidation"),
+                ("结节", "nodule")]
+    zh = [f"{s}{f}。" for s, _ in sides for f, _ in findings]
+    en = [f"{s} {f}." for _, s in sides for _, f in findings]
+    heads = ProjectionHeads(4, 4, 16, 8, lexical_buckets=4096)
+    zeros = torch.zeros(len(zh), 4)  # no backbone signal: only the terms can match
+
+    def recall():
+        with torch.no_grad():
+            q = torch.nn.functional.normalize(heads.embed_texts(zeros, zh), dim=-1)
+            g = torch.nn.functional.normalize(heads.embed_texts(zeros, en), dim=-1)
+        return _ranked((q @ g.T).numpy(), (1,))["R@1"]
+
+    assert recall() == 0.0  # all texts alike at the start: every tie counts against
+    torch.manual_seed(0)
+    optim = torch.optim.Adam(heads.parameters(), lr=0.05)
+    for _ in range(60):
+        q = torch.nn.functional.normalize(heads.embed_texts(zeros, zh), dim=-1)
+        g = torch.nn.functional.normalize(heads.embed_texts(zeros, en), dim=-1)
+        loss = ClipLoss()(q, g, torch.tensor(20.0))
+        optim.zero_grad()
+        loss.backward()
+        optim.step()
+    assert recall() == 1.0
