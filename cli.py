@@ -397,7 +397,7 @@ def train_encoder(
     seed: int = typer.Option(0, help="Random seed (split is by group hash, not by seed)."),
     init: Path | None = typer.Option(None, help="Heads checkpoint (.pt) to fine-tune from."),
     bilingual_weight: float = typer.Option(
-        1.0, min=0.0, help="Weight of the Chinese <-> English report loss (0 turns it off)."),
+        3.0, min=0.0, help="Weight of the Chinese <-> English report loss (0 turns it off)."),
     resume: bool = typer.Option(True, "--resume/--restart",
                                 help="Continue an interrupted run from RUN_DIR/checkpoint.pt."),
     as_json: bool = JSON_OPT,

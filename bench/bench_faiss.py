@@ -138,8 +138,8 @@ def build_raw(index_type: str, vectors, info: dict, options: dict):
         index.add(vectors)
         setting = "exact"
     elif index_type == "hnsw":
-        index = faiss.IndexHNSWFlat(dim, options.get("hnsw_m", 32), faiss.METRIC_INNER_PRODUCT)
-        index.hnsw.efConstruction = options.get("ef_construction", 100)
+        index = faiss.IndexHNSWFlat(dim, info["shape"]["M"], faiss.METRIC_INNER_PRODUCT)
+        index.hnsw.efConstruction = info["shape"]["ef_construction"]  # the graph ours built
         index.add(vectors)
         ef = info["search"]["efSearch"]
         params = faiss.SearchParametersHNSW(efSearch=ef)

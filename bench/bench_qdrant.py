@@ -7,7 +7,8 @@ engine call on the same shard.
 For each size: build seconds (add in batches, then save(): optimize() builds the HNSW graph
 and hnsw_ef is tuned to target_recall), what save() chose, single-query p50 / p95 latency
 through QdrantIndex.search and Recall@10 against exact numpy, the raw `shard.query` latency on
-the same shard with the same SearchParams (requests built beforehand: engine time only), our
+the same shard with the same SearchParams (the request built from the query vector, as any
+caller of the engine must, included), our
 overhead as the ratio of the two p50s, and a filtered search (`allowed` = --filter-share of
 the ids) through QdrantIndex. Data: bench/_common.make_data (embedding-like by default);
 queries are fresh points of the same distribution.
@@ -86,9 +87,8 @@ def bench(vectors: np.ndarray, queries: np.ndarray, k: int, filter_share: float,
             truth = exact_top_k(vectors, queries, k)
 
             shard, params = index.engine.shards[KIND], index.engine.search_params(KIND)
-            requests = [edge.QueryRequest(limit=k, query=edge.Query.Nearest(q.tolist()),
-                                          params=params) for q in queries]
-            _, raw = timed([lambda r=r: shard.query(r) for r in requests])
+            _, raw = timed([lambda q=q: shard.query(edge.QueryRequest(
+                limit=k, query=edge.Query.Nearest(q.tolist()), params=params)) for q in queries])
 
             rng = np.random.default_rng(seed + 1)
             allowed = np.sort(rng.choice(n, int(filter_share * n), replace=False))

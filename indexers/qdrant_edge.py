@@ -73,6 +73,7 @@ class EdgeEngine:
                                    "pip install qdrant-edge-py==0.9.0 (or pass engine='client')")
         self.folder, self.dim, self.options = folder, dim, options
         self.tuning_queries: dict[str, np.ndarray] = {}  # QdrantIndex shares its own
+        self.unfiltered: dict[tuple[str, int], object] = {}  # (kind, k) -> SearchParams
         folder.mkdir(parents=True, exist_ok=True)
         self.lock = _lock(folder / LOCK_FILE)
         self.shards: dict[str, edge.EdgeShard] = {}
@@ -179,10 +180,17 @@ class EdgeEngine:
         query_filter = None
         if allowed is not None:
             query_filter = edge.Filter(must=[edge.HasIdCondition(set(allowed.tolist()))])
-        params = self.search_params(kind, None if allowed is None else len(allowed), depth)
+        if allowed is None:  # the common case: its params are built once per (kind, k)
+            key = (kind, depth)
+            if key not in self.unfiltered:
+                self.unfiltered[key] = self.search_params(kind, None, depth)
+            params = self.unfiltered[key]
+        else:
+            params = self.search_params(kind, len(allowed), depth)
+        # a list crosses into the engine ~5x faster than a numpy row read element by element
         requests = [edge.QueryRequest(limit=depth, query=edge.Query.Nearest(query),
                                       filter=query_filter, params=params)
-                    for query in queries]
+                    for query in queries.tolist()]
         if len(requests) == 1:
             return [shard.query(requests[0])]
         return shard.query_batch(edge.QueryBatchRequest(requests))
@@ -214,6 +222,7 @@ class EdgeEngine:
         return 0 if shard is None else int(shard.count(edge.CountRequest(exact=True)))
 
     def save(self) -> None:
+        self.unfiltered.clear()  # hnsw_ef may change below
         for kind in sorted(self.changed):
             shard = self.shards[kind]
             shard.flush()

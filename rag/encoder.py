@@ -114,12 +114,19 @@ class TowersEncoder(Encoder):
         self.dim = int(config["dim"])
         self.low_confidence = float(config.get("low_confidence", 0.3))
         seed = int(config.get("seed", 0))
+        import rag.open_clip_encoder  # noqa: F401 - registers the "open_clip" backbones
+
+        for role, known in (("image_backbone", IMAGE_BACKBONES), ("text_backbone", TEXT_BACKBONES)):
+            if config.get(role) not in known:
+                raise EncoderError(f"unknown {role} {config.get(role)!r}; known: "
+                                   f"{', '.join(sorted(known))}")
         build_img = IMAGE_BACKBONES[config["image_backbone"]]
         build_txt = TEXT_BACKBONES[config["text_backbone"]]
         self.device = pick_device()
-        self.image_backbone = build_img(image_size=config.get("image_size", 224), seed=seed)
+        shared = {"seed": seed, "spec": config.get("open_clip"), "config_dir": config_dir}
+        self.image_backbone = build_img(image_size=config.get("image_size", 224), **shared)
         self.image_backbone.to(self.device)
-        self.text_backbone = build_txt(seed=seed)
+        self.text_backbone = build_txt(**shared)
         torch.manual_seed(seed)
         self.heads = ProjectionHeads(self.image_backbone.dim, self.text_backbone.dim, self.dim,
                                      int(config.get("hidden", 512)),

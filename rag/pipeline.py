@@ -224,7 +224,7 @@ def build_demo(dest: str | Path) -> dict[str, int]:
 
 def train_encoder(config: str, corpora: list[Path], out: Path, run_dir: Path, epochs: int,
                   seed: int, progress: Progress | None = None, init: Path | None = None,
-                  bilingual_weight: float = 1.0, resume: bool = True):
+                  bilingual_weight: float = 3.0, resume: bool = True):
     """Stage 1: contrastive training of an encoder config's projection heads."""
     from rag.training import TrainConfig, train_heads
 

@@ -64,7 +64,7 @@ class TrainConfig:
     val_fraction: float = 0.1
     test_fraction: float = 0.15
     ks: tuple[int, ...] = (1, 5, 10)
-    bilingual_weight: float = 1.0  # weight of the zh <-> en report loss (0: image-text only)
+    bilingual_weight: float = 3.0  # weight of the zh <-> en report loss (0: image-text only)
     init: str | None = None  # heads checkpoint to start from (fine-tuning)
     resume: bool = True  # continue from run_dir/checkpoint.pt when it is this same run
 
@@ -278,6 +278,7 @@ def train_heads(config_name: str, corpus_dirs: Sequence[Path], out: Path, run_di
     if first == 1:
         log_path.write_text("")
     for epoch in range(first, cfg.epochs + 1):
+        epoch_started = time.perf_counter()
         heads.train()
         order = np.random.default_rng(cfg.seed + epoch).permutation(train_idx)
         losses = []
@@ -303,7 +304,8 @@ def train_heads(config_name: str, corpus_dirs: Sequence[Path], out: Path, run_di
         val = recall_at_k(heads, *val_set[:2], cfg.ks, val_set[2])
         val_bilingual = bilingual.recall(heads, "val", cfg.ks)
         row = {"epoch": epoch, "loss": float(np.mean(losses)), "val": val,
-               "val_zh_to_en": val_bilingual, "temperature": 1 / heads.logit_scale.exp().item()}
+               "val_zh_to_en": val_bilingual, "temperature": 1 / heads.logit_scale.exp().item(),
+               "seconds": round(time.perf_counter() - epoch_started, 2)}
         result.history.append(row)
         with open(log_path, "a", encoding="utf-8") as handle:
             handle.write(json.dumps(row) + "\n")

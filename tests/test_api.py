@@ -67,6 +67,10 @@ def test_search_by_text_with_filters_and_auto_k(client):
     assert response.status_code == 200, response.text
     hits = response.json()["hits"]
     assert hits and all(h["lang"] == "zh" for h in hits)
+    varied = client.post("/v1/search", data={"text": "pleural effusion", "k": "3",
+                                             "diversity": "0.4"})
+    assert varied.status_code == 200 and varied.json()["retrieval"]["diversity"] == 0.4
+    assert client.post("/v1/search", data={"text": "x", "diversity": "1.5"}).status_code == 422
 
 
 def test_dicom_upload_is_decoded(client):

@@ -55,3 +55,38 @@ def test_hub_weights_offline_fail_fast_with_advice(tmp_path):
     path.write_text(json.dumps({"type": "open_clip", "model": "RN50", "pretrained": "openai"}))
     with pytest.raises(EncoderError, match="local path"):
         create_encoder(path)
+
+
+def test_open_clip_towers_train_under_caselens_heads(tmp_path):
+    """A towers config over open_clip backbones: the same stage-1 training and evaluation."""
+    from rag.training import TrainConfig, train_heads
+    from tests.test_pipeline import make_corpus
+
+    (tmp_path / "caselens-tiny-vit.json").write_text(json.dumps(TINY_ARCH))
+    spec = {"model": "caselens-tiny-vit", "model_config": "caselens-tiny-vit.json",
+            "pretrained": None}
+    config = {"name": "oc-towers", "type": "towers", "image_backbone": "open_clip",
+              "text_backbone": "open_clip", "open_clip": spec, "dim": 8, "hidden": 16,
+              "heads": None}
+    path = tmp_path / "towers.json"
+    path.write_text(json.dumps(config))
+    corpus = make_corpus(tmp_path / "corpus", n_per_class=6, bad_image=False)
+    result = train_heads(str(path), [corpus], tmp_path / "heads" / "oc.pt", tmp_path / "run",
+                         TrainConfig(epochs=2, batch_size=8, test_fraction=0.3,
+                                     val_fraction=0.2))
+    assert result.test_trained["n"] > 0 and len(result.history) == 2
+    config["heads"] = str(tmp_path / "heads" / "oc.pt")
+    path.write_text(json.dumps(config))
+    enc = create_encoder(path)
+    vec = enc.encode_images([Image.new("RGB", (40, 40), "white")])
+    assert vec.shape == (1, 8) and enc.encode_texts(["no effusion"]).shape == (1, 8)
+
+
+def test_open_clip_backbone_without_its_block_says_what_to_add(tmp_path):
+    path = tmp_path / "towers.json"
+    path.write_text(json.dumps({"name": "x", "type": "towers", "image_backbone": "open_clip",
+                                "text_backbone": "hash-bag", "dim": 8, "heads": None}))
+    from rag.backbones import BackboneError
+
+    with pytest.raises(BackboneError, match="open_clip"):
+        create_encoder(path)

@@ -123,3 +123,25 @@ def test_diversity_reorders_by_marginal_relevance():
     images = [Hit(Record(f"i:{i}", "image", image=f"{i}.png", study=f"s{i}"), 1 - i / 10, 0, "x")
               for i in range(4)]
     assert [h.record.id for h in _diversify(images, 4, 0.9)] == ["i:0", "i:1", "i:2", "i:3"]
+
+
+def test_the_domain_probe_routes_when_no_indexed_image_can_vote(tmp_path):
+    from indexers.base import open_index
+    from rag.domain_probe import DomainProbe
+    from rag.store import RecordStore
+    from retrievers.routing import DomainRouter
+
+    store = RecordStore(tmp_path / "records.sqlite")
+    store.add([Record("r:1", "report", lang="en", text="Normal chest.", domain="chest-xray"),
+               Record("r:2", "report", lang="en", text="Normal brain.", domain="head-mr")])
+    index = open_index("faiss", tmp_path, 2)  # a reports-only index: no image kind at all
+    probe = DomainProbe(["chest-xray", "head-mr", "knee-mr"],
+                        np.array([[4.0, 0.0], [0.0, 4.0], [-4.0, -4.0]], np.float32),
+                        np.zeros(3, np.float32))
+    assert DomainRouter(store, index).route(np.array([1.0, 0.0], np.float32)).source == "none"
+    route = DomainRouter(store, index, probe=probe).route(np.array([1.0, 0.0], np.float32))
+    assert route.source == "probe" and route.domains == ["chest-xray"]
+    assert "knee-mr" not in route.votes  # a domain the index does not hold is never routed to
+    assert "by the probe" in route.describe()
+    index.close()
+    store.close()
