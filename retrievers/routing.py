@@ -3,11 +3,13 @@ code lacks): the query image's nearest indexed images vote for a domain (chest-x
 chest-ct, head-mr...), and the search is restricted to it when the vote is clear.
 
 Two classifiers, one Route:
-  - "probe": the encoder's linear domain probe (rag/domain_probe.py, trained with the heads),
-    its probabilities restricted to the domains the index holds;
-  - "knn" (when the encoder has no probe): a score-weighted k-nearest-neighbour vote over the
-    indexed images and the domain their corpus metadata gave them. It needs no training and
-    follows every incremental update.
+  - "knn": a score-weighted k-nearest-neighbour vote over the indexed images and the domain
+    their corpus metadata gave them. It needs no training and follows every update;
+  - "probe", when the index holds no image to vote (a reports-only index): the encoder's
+    linear domain probe (rag/domain_probe.py, trained with the heads), its probabilities
+    restricted to the domains the index holds. On held-out images of the shared data the
+    probe names the domain 0.82 of the time (the modality 0.96), the vote 0.865: the vote
+    comes first.
 A clear winner (share >= `threshold`) restricts the search to it; a close call widens the route
 to every domain that together holds `coverage`; no vote (an index without images) leaves the
 search unrestricted.
@@ -58,13 +60,13 @@ class DomainRouter:
     def route(self, vector: np.ndarray, exclude: frozenset[int] = frozenset()) -> Route:
         """The domains to search for a query image's (dim,) embedding. `exclude`: row ids
         that must not vote (an evaluation's query image, when it is in the index itself)."""
-        if self.probe is not None:
-            held = self.store.counts().get("image", {})
-            probabilities = self.probe.probabilities(vector[None, :])[0]
-            votes = {name: float(p) for name, p in zip(self.probe.classes, probabilities)
-                     if name in held}
-            return self._decide(votes, "probe")
-        return self._decide(self._knn_votes(vector, exclude), "knn")
+        votes = self._knn_votes(vector, exclude)
+        if votes or self.probe is None:
+            return self._decide(votes, "knn")
+        held = {domain for counts in self.store.counts().values() for domain in counts}
+        probabilities = self.probe.probabilities(vector[None, :])[0]
+        return self._decide({name: float(p) for name, p in zip(self.probe.classes, probabilities)
+                             if name in held}, "probe")
 
     def _knn_votes(self, vector: np.ndarray, exclude: frozenset[int]) -> dict[str, float]:
         depth = self.k + len(exclude)
