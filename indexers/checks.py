@@ -6,6 +6,7 @@ which the contract suite (tests/indexers/test_contract.py) relies on.
 from __future__ import annotations
 
 import re
+from dataclasses import fields
 
 import numpy as np
 
@@ -81,3 +82,14 @@ def _check_matrix(matrix: np.ndarray, dim: int, what: str) -> np.ndarray:
     if not (np.issubdtype(matrix.dtype, np.floating) or np.issubdtype(matrix.dtype, np.integer)):
         raise VectorIndexError(f"{what} must be numeric, got dtype {matrix.dtype}")
     return np.ascontiguousarray(matrix, dtype=np.float32)
+
+
+def known_options(cls, options: dict, backend: str):
+    """An options dataclass built from a backend's keyword options, or VectorIndexError
+    naming the unknown ones and listing the known."""
+    known = [f.name for f in fields(cls)]
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        raise VectorIndexError(f"unknown {backend} option(s) {', '.join(unknown)}; "
+                               f"known options: {', '.join(known)}")
+    return cls(**options)

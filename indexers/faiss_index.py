@@ -14,13 +14,14 @@ import math
 import os
 import time
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from indexers.base import VectorIndex, VectorIndexError, register_backend
-from indexers.checks import KIND_PATTERN, check_add, check_allowed, check_kind, check_queries, padding
+from indexers.checks import (KIND_PATTERN, check_add, check_allowed, check_kind, check_queries,
+                             known_options, padding)
 
 # open_index imports every backend, so a missing faiss must not break the Qdrant one:
 # the error comes when a FAISS index is opened.
@@ -68,12 +69,7 @@ class FaissOptions:
 
     @classmethod
     def parse(cls, dim: int, options: dict) -> FaissOptions:
-        known = [f.name for f in fields(cls)]
-        unknown = sorted(set(options) - set(known))
-        if unknown:
-            raise VectorIndexError(f"unknown FAISS option(s) {', '.join(unknown)}; "
-                                   f"known options: {', '.join(known)}")
-        opts = cls(**options)
+        opts = known_options(cls, options, "FAISS")
         if opts.index_type not in INDEX_TYPES:
             raise VectorIndexError(f"index_type {opts.index_type!r} is not one of {INDEX_TYPES}")
         if opts.storage not in STORAGES:

@@ -29,7 +29,7 @@ import re
 import secrets
 import warnings
 from contextlib import contextmanager
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -37,7 +37,8 @@ import numpy as np
 
 from indexers import qdrant_edge
 from indexers.base import VectorIndex, VectorIndexError, register_backend
-from indexers.checks import check_add, check_allowed, check_kind, check_queries, padding
+from indexers.checks import (check_add, check_allowed, check_kind, check_queries, known_options,
+                             padding)
 
 # open_index imports every backend, so a missing qdrant-client must not break FAISS.
 try:
@@ -93,12 +94,7 @@ class QdrantOptions:
 
     @classmethod
     def parse(cls, options: dict) -> QdrantOptions:
-        known = [f.name for f in fields(cls)]
-        unknown = sorted(set(options) - set(known))
-        if unknown:
-            raise VectorIndexError(f"unknown Qdrant option(s) {', '.join(unknown)}; "
-                                   f"known options: {', '.join(known)}")
-        opts = cls(**options)
+        opts = known_options(cls, options, "Qdrant")
         if opts.engine is not None and opts.engine not in ENGINES:
             raise VectorIndexError(f"engine {opts.engine!r} is not one of {ENGINES}")
         if opts.quantization is not None and opts.quantization not in QUANTIZATIONS:
