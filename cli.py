@@ -9,6 +9,7 @@ import json
 import logging
 import sys
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.console import Console
@@ -48,7 +49,7 @@ train_app = typer.Typer(no_args_is_help=True, help="Train caselens models.")
 app.add_typer(train_app, name="train")
 corpus_app = typer.Typer(no_args_is_help=True, help="Look at corpus folders.")
 app.add_typer(corpus_app, name="corpus")
-eval_app = typer.Typer(no_args_is_help=True, help="Measure how well caselens retrieves.")
+eval_app = typer.Typer(no_args_is_help=True, help="Measure how well caselens retrieves and reports.")
 app.add_typer(eval_app, name="eval")
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
@@ -158,10 +159,38 @@ def _query(image: Path | None, text: str | None, lang: str, k: str, to: list[str
                               filters=filters, diversity=diversity))
 
 
-def _session(index_dir: Path, encoder: str | None, backend: str | None, route: bool = True):
+def _session(index_dir: Path, encoder: str | None, backend: str | None, route: bool = True,
+             **generator: Any):
     from rag import pipeline
 
-    return _run(lambda: pipeline.open_session(index_dir, encoder, backend, route=route))
+    return _run(lambda: pipeline.open_session(index_dir, encoder, backend, route=route, **generator))
+
+
+GENERATOR_OPT = typer.Option("grounded", "--generator", "-g",
+                             help="Who writes the report: grounded (extractive, no model; fast), "
+                                  "llm (the packaged Qwen2.5 GGUF via llama-cpp, or --llm-path), "
+                                  "vlm (a transformers vision-language model at --vlm-path).")
+LLM_PATH_OPT = typer.Option(None, "--llm-path", help="A GGUF file for --generator llm "
+                                                     "(default: the packaged Qwen2.5-1.5B).")
+VLM_PATH_OPT = typer.Option(None, "--vlm-path",
+                            help="A local folder (or hub id, when cached) of a Qwen2-VL / LLaVA "
+                                 "style model for --generator vlm.")
+MAX_TOKENS_OPT = typer.Option(None, "--max-tokens", help="Bound on the tokens an llm / vlm writes.")
+CHECK_OPT = typer.Option(True, "--check/--no-check",
+                         help="Check each sentence against the cases it cites (marks unsupported "
+                              "ones; loads a small text embedder).")
+
+
+def generator_options(name: str, llm_path: Path | None, vlm_path: str | None,
+                      max_tokens: int | None) -> dict[str, Any]:
+    """The options of the chosen generator from the CLI's flags."""
+    if name == "llm":
+        if llm_path is not None and not llm_path.is_file():
+            fail(f"--llm-path {llm_path} is not a file: give a .gguf model file")
+        return {"model_path": llm_path, "max_tokens": max_tokens}
+    if name == "vlm":
+        return {"model": vlm_path, "max_new_tokens": max_tokens}
+    return {}
 
 
 FILTER_OPT = typer.Option([], "--filter", help="Only records whose FIELD equals VALUE: any record "
@@ -248,18 +277,27 @@ def ask(
     index_dir: Path = INDEX_OPT,
     encoder: str | None = typer.Option(None, help="Encoder (default: the index's own)."),
     backend: str | None = typer.Option(None, help="faiss or qdrant (default: the first)."),
+    generator: str = GENERATOR_OPT,
+    llm_path: Path | None = LLM_PATH_OPT,
+    vlm_path: str | None = VLM_PATH_OPT,
+    max_tokens: int | None = MAX_TOKENS_OPT,
+    check: bool = CHECK_OPT,
     as_json: bool = JSON_OPT,
 ):
     """Retrieve similar cases and write a draft report citing them (English or Chinese).
 
-    Example: python cli.py ask --image corpora/demo/dicom/RG1_UNCI.dcm --lang zh --json
+    Each sentence cites the retrieved cases it rests on; --check (default) marks sentences the
+    cited cases do not support. Example:
+    python cli.py ask --image corpora/demo/dicom/RG1_UNCI.dcm --lang zh --generator llm --json
     """
     from rag import pipeline
 
     if lang not in ("en", "zh"):
         fail(f"--lang must be en or zh, not {lang!r}")
     query = _query(image, text, lang, k, ["images", "reports"], _filters(filters, domain=domain))
-    session = _session(index_dir, encoder, backend, route)
+    options = generator_options(generator, llm_path, vlm_path, max_tokens)
+    session = _session(index_dir, encoder, backend, route, generator=generator,
+                       generator_options=options, check_support=check)
     try:
         answer = _run(lambda: pipeline.ask(session, query, lang))
     finally:
@@ -274,7 +312,12 @@ def ask(
         out.print(f"[bold]{words[section]}[/]")
         for sentence in sentences:
             cites = escape(f"[{', '.join(sentence.cites)}]")
-            out.print(f"  {escape(sentence.text)} [dim]{cites}[/]", highlight=False)
+            flag = "[red]✗[/] " if sentence.supported is False else ""
+            out.print(f"  {flag}{escape(sentence.text)} [dim]{cites}[/]", highlight=False)
+            for issue in sentence.issues:
+                out.print(f"      [red]{escape(issue)}[/]", highlight=False)
+    for error in answer.report.errors:
+        out.print(f"[red]error: {escape(error)}[/]", highlight=False)
     out.print("[bold]Cases[/]")
     for hit in answer.hits:
         out.print(f"  {hit.rank}. {hit.score:.3f} {hit.record.kind} {hit.record.id}",
@@ -460,15 +503,66 @@ def eval_retrieval(
         result = _run(lambda: evaluate_retrieval(
             corpora, split, encoder, compare_untrained,
             progress=lambda done, total: bar.update(task, completed=done, total=total)))
-    report = to_markdown(result)
+    _show(result, to_markdown(result), out_file, as_json)
+
+
+def _show(result: dict, table: str, out_file: Path | None, as_json: bool) -> None:
     if out_file is not None:
         out_file.parent.mkdir(parents=True, exist_ok=True)
         out_file.write_text(json.dumps(result, indent=2, ensure_ascii=False), encoding="utf-8")
-        out_file.with_suffix(".md").write_text(report, encoding="utf-8")
+        out_file.with_suffix(".md").write_text(table, encoding="utf-8")
     if as_json:
         out.print_json(json.dumps(result, ensure_ascii=False))
         return
-    out.print(report, markup=False, highlight=False)
+    out.print(table, markup=False, highlight=False)
+
+
+@eval_app.command("report")
+def eval_report(
+    corpus: Path = typer.Argument(..., help="A corpus folder with images and their reports."),
+    split: str = typer.Option("test", help="test, val or train (by patient / case), or all "
+                                           "(every pair of a corpus kept apart; needs --index)."),
+    lang: str = typer.Option("en", help="Report language to draft and score: en or zh."),
+    generators: list[str] = typer.Option(["grounded"], "--generator", "-g",
+                                         help="Generator(s) to score (repeatable): grounded, llm, "
+                                              "vlm."),
+    index_dir: Path | None = typer.Option(None, "--index", help="Retrieve from this index instead "
+                                                                "of one built on the training split."),
+    limit: int | None = typer.Option(None, help="Only the first N images (a quick run)."),
+    k: str = typer.Option("auto", help="Cases retrieved per kind, or 'auto'."),
+    encoder: str = typer.Option("default", help="Encoder config for the training-split index."),
+    llm_path: Path | None = LLM_PATH_OPT,
+    vlm_path: str | None = VLM_PATH_OPT,
+    max_tokens: int | None = MAX_TOKENS_OPT,
+    out_file: Path | None = typer.Option(None, "--out",
+                                         help="Also write the JSON here and a .md beside it."),
+    as_json: bool = JSON_OPT,
+):
+    """Draft a report for each image of a split and score it against the study's own report.
+
+    BLEU-1..4, ROUGE-L, METEOR, CIDEr-D (Chinese on characters and jieba words), clinical
+    label F1, the share of sentences the support check flags and citation errors, beside the
+    top-1 retrieved report, the oracle (best retrieved report) and a random report. The index
+    holds the training split only (built once under runs/eval-report/).
+
+    Example: python cli.py eval report ../shared/data/cov-ctr --lang zh -g grounded -g llm --limit 20
+    """
+    from rag.report_eval import evaluate_reports, to_markdown
+
+    if lang not in ("en", "zh"):
+        fail(f"--lang must be en or zh, not {lang!r}")
+    if not corpus.exists():
+        fail(f"corpus folder {corpus} does not exist")
+    if out_file is not None and out_file.suffix == ".md":
+        fail(f"--out names the JSON file (the .md goes beside it), not {out_file}")
+    options = {name: generator_options(name, llm_path, vlm_path, max_tokens) for name in generators}
+    with _progress("reports") as bar:
+        task = bar.add_task("reports", total=None)
+        result = _run(lambda: evaluate_reports(
+            corpus, split, lang, tuple(generators), index_dir, limit,
+            int(k) if k.isdigit() else k, encoder, options,
+            progress=lambda done, total: bar.update(task, completed=done, total=total)))
+    _show(result, to_markdown(result), out_file, as_json)
 
 
 if __name__ == "__main__":

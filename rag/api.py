@@ -93,12 +93,18 @@ class SearchOut(BaseModel):
 class SentenceOut(BaseModel):
     text: str = Field(examples=["Ground glass opacity in the right upper lobe."])
     cites: list[str] = Field(examples=[["cov-ctr:a%0.png/en"]])
+    supported: bool | None = Field(None, description="the support check's verdict, when run")
+    support: float | None = Field(None, description="similarity to the closest cited evidence")
+    issues: list[str] = []
 
 
 class ReportOut(BaseModel):
     lang: str = Field(examples=["zh"])
     model: str = Field(examples=["grounded-composer"])
     warnings: list[str]
+    errors: list[str] = Field([], description="e.g. a citation of no retrieved case")
+    unsupported: int = Field(0, description="sentences the support check could not back")
+    seconds: float | None = None
     sections: dict[str, list[SentenceOut]]
 
 

@@ -293,13 +293,16 @@ def build_index(corpus_dir: str | Path, index_dir: str | Path, encoder: Encoder,
                 encoder_config: str, backends: Sequence[str] = ("faiss", "qdrant"),
                 fmt: str | None = None, batch_size: int = 32,
                 progress: Progress | None = None, rebuild: bool = False,
-                index_options: dict[str, dict] | None = None) -> BuildSummary:
+                index_options: dict[str, dict] | None = None,
+                subset: tuple[str, Callable[[Record], bool]] | None = None) -> BuildSummary:
     """Build the index at `index_dir`, or bring an existing one up to date with its corpus.
 
     The old index stays usable until the new one is complete, and a failed build leaves
     nothing behind: the work happens on a copy that replaces the index only at the end.
     `index_options` maps a backend name to its options (see indexers/), e.g.
     {"faiss": {"index_type": "hnsw"}}; they are kept in the manifest for reopening.
+    `subset` (name, keep) indexes only the records `keep` accepts, e.g. ("split=train", ...)
+    for evaluation; its name is kept in the manifest.
     """
     index_options = {name: dict(opts) for name, opts in (index_options or {}).items()}
     started = time.perf_counter()
@@ -324,7 +327,8 @@ def build_index(corpus_dir: str | Path, index_dir: str | Path, encoder: Encoder,
             indexes.append(open_index(name, work, encoder.dim, **index_options.get(name, {})))
         writer = _Writer(store, indexes, encoder, cache, problems)
         for done, rec in enumerate(iter_records(corpus, problems), 1):
-            writer.offer(rec, batch_size)
+            if subset is None or subset[1](rec):
+                writer.offer(rec, batch_size)
             if progress:
                 progress(done, None)
         writer.finish()
@@ -349,7 +353,8 @@ def build_index(corpus_dir: str | Path, index_dir: str | Path, encoder: Encoder,
             "index_options": _public(index_options), "indexes": described,
             "corpus": {"root": str(corpus.root), "formats": corpus.formats,
                        "fingerprint": fingerprint},
-            "changes": writer.changes, "problems": len(problems)})
+            "changes": writer.changes, "problems": len(problems),
+            **({"subset": subset[0]} if subset else {})})
         with open(work / "problems.jsonl", "w", encoding="utf-8") as handle:
             handle.writelines(json.dumps({"path": p.path, "reason": p.reason},
                                          ensure_ascii=False) + "\n" for p in problems)

@@ -131,16 +131,22 @@ KIND_NAMES = {"reports": "report", "images": "image", "guidelines": "guideline",
 
 
 def open_index(index_dir: str | Path = DEFAULT_INDEX, backend: str | None = None,
-               route: bool = True) -> Session:
-    """The Python API: `with open_index("indexes/default") as index: index.search(text=...)`."""
-    return open_session(index_dir, backend=backend, route=route)
+               route: bool = True, generator: str = "grounded", **generator_options: Any) -> Session:
+    """The Python API: `with open_index("indexes/default") as index: index.search(text=...)`;
+    `generator` writes `ask`'s reports: grounded, llm (llm_path=...), vlm (model=...)."""
+    return open_session(index_dir, backend=backend, route=route, generator=generator,
+                        generator_options=generator_options)
 
 
 def open_session(index_dir: str | Path = DEFAULT_INDEX, encoder: str | None = None,
                  backend: str | None = None, encoder_obj: Encoder | None = None,
-                 route: bool = True) -> Session:
+                 route: bool = True, generator: str = "grounded",
+                 generator_options: dict[str, Any] | None = None,
+                 check_support: bool = True) -> Session:
     """Load an index and everything needed to query it; refuses a mismatched encoder.
-    `route`: image queries search their predicted domain (see retrievers/routing.py)."""
+    `route`: image queries search their predicted domain (see retrievers/routing.py);
+    `generator` by name with its options; `check_support` runs the support check on every
+    report (generator/support.py)."""
     index_dir = Path(index_dir)
     manifest = read_manifest(index_dir)
     model = encoder_obj or create_encoder(encoder or manifest["encoder"]["config"])
@@ -154,8 +160,20 @@ def open_session(index_dir: str | Path = DEFAULT_INDEX, encoder: str | None = No
     vectors = open_vectors(backend, index_dir, model.dim, **options)
     router = DomainRouter(store, vectors, probe=model.domain_probe) if route else None
     retriever = DenseRetriever(model, store, vectors, AdaptiveK(), router=router)
-    generator = create_generator("composer", low_confidence=model.low_confidence)
-    return Session(index_dir, manifest, model, store, retriever, generator, [vectors, store])
+    writer = make_generator(generator, model.low_confidence, check_support,
+                            **(generator_options or {}))
+    return Session(index_dir, manifest, model, store, retriever, writer, [vectors, store, writer])
+
+
+def make_generator(name: str = "grounded", low_confidence: float = 0.3, check_support: bool = True,
+                   **options: Any) -> Generator:
+    """A generator by name, with the support check unless told not to."""
+    from generator.support import SupportCheck
+
+    if name in ("grounded", "composer"):
+        options.setdefault("low_confidence", low_confidence)
+    return create_generator(name, support=SupportCheck() if check_support else None,
+                            **{key: value for key, value in options.items() if value is not None})
 
 
 def search(session: Session, query: Query) -> list[Hit]:
@@ -238,3 +256,10 @@ def ask(session: Session, query: Query, lang: str | None = None) -> Answer:
     hits = session.retriever.retrieve(query)
     return Answer(session.generator.generate(hits, query, lang or query.lang), hits,
                   session.explain)
+
+
+def training_reports(session: Session, lang: str) -> list[Record]:
+    """Every report of the index in `lang` (the random-report baseline of `eval report`)."""
+    rows = session.store.ids_where("report", {"lang": lang})
+    found = session.store.get(rows)
+    return [found[row] for row in sorted(found)]

@@ -88,6 +88,11 @@ def split_of(group: str, cfg: TrainConfig) -> str:
     return "val" if bucket < cfg.test_fraction + cfg.val_fraction else "train"
 
 
+def group_of(rec: Record) -> str:
+    """The unit of the train / val / test split of a record: its patient or case group."""
+    return f"{rec.source}:{rec.meta.get('split_group') or rec.study}"
+
+
 def collect_pairs(corpus_dirs: Sequence[Path], cfg: TrainConfig) -> tuple[list[Pair], list[str]]:
     """Image records paired with every text of their study (reports in each language and
     the image's own caption)."""
@@ -105,7 +110,7 @@ def collect_pairs(corpus_dirs: Sequence[Path], cfg: TrainConfig) -> tuple[list[P
             texts = [r.text for r in reports.get(rec.study, [])]
             texts += [rec.text] if rec.text.strip() else []
             if texts:
-                group = f"{rec.source}:{rec.meta.get('split_group') or rec.study}"
+                group = group_of(rec)
                 pairs.append(Pair(rec.image_path(), texts, group, rec.source,
                                   split_of(group, cfg), rec.domain or ""))
     return pairs, formats

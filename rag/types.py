@@ -121,6 +121,16 @@ class Hit:
 class Sentence:
     text: str
     cites: list[str]  # ids of the records that support the sentence
+    # set by the support check: does the retrieved evidence back it, how closely, and why not
+    supported: bool | None = None
+    support: float | None = None
+    issues: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"text": self.text, "cites": self.cites}
+        if self.supported is not None:
+            out.update(supported=self.supported, support=self.support, issues=self.issues)
+        return out
 
 
 @dataclass
@@ -129,10 +139,25 @@ class Report:
     model: str
     sections: dict[str, list[Sentence]] = field(default_factory=dict)  # findings, impression
     warnings: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)  # e.g. a citation of no retrieved case
+    seconds: float | None = None  # time the generator took
+
+    def sentences(self) -> list[Sentence]:
+        return [s for name in self.sections for s in self.sections[name]]
+
+    @property
+    def unsupported(self) -> int:
+        return sum(s.supported is False for s in self.sentences())
+
+    def text(self) -> str:
+        """The report's sentences as plain text, findings before impression (for scoring)."""
+        return " ".join(s.text for s in self.sentences())
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "lang": self.lang, "model": self.model, "warnings": list(self.warnings),
-            "sections": {name: [{"text": s.text, "cites": s.cites} for s in sents]
+            "errors": list(self.errors), "unsupported": self.unsupported,
+            "seconds": None if self.seconds is None else round(self.seconds, 3),
+            "sections": {name: [s.to_dict() for s in sents]
                          for name, sents in self.sections.items()},
         }

@@ -1,0 +1,205 @@
+"""`eval report`: how good are the drafted reports, against the corpus's own reports.
+
+For each image of the evaluated split: retrieve from an index of the training split (built
+here, never holding the test studies), draft a report with each generator, and score it
+against the study's reference report in that language:
+- BLEU-1..4, ROUGE-L, METEOR (exact + stem), CIDEr-D (rag.report_metrics); Chinese on
+  characters and on jieba words;
+- clinical label F1 (rag.clinical_labels, uncertain counted as positive);
+- the share of sentences the support check flags, and citations of no retrieved case.
+Beside the generators, as FactMM-RAG reports them: the top-1 retrieved report, the oracle
+(the retrieved report closest to the reference by ROUGE-L: what a perfect picker of the
+retrieved reports would score) and a random training report.
+"""
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from generator.evidence import report_sections, report_sources
+from rag.building import read_records
+from rag.types import Record
+
+SPLITS = ("test", "val", "train", "all")
+BASELINES = ("top1", "oracle", "random")
+
+
+@dataclass
+class Item:
+    image: Record
+    reference: str  # the study's report in the evaluated language, findings then impression
+
+
+def reference_text(record: Record) -> str:
+    sections = report_sections(record)
+    return " ".join(sections[name] for name in ("findings", "impression") if name in sections)
+
+
+def split_records(records: list[Record]) -> dict[str, str]:
+    """Record id -> train / val / test, by patient / case group (rag.training's split)."""
+    from rag.training import TrainConfig, group_of, split_of
+
+    cfg = TrainConfig()
+    return {rec.id: split_of(group_of(rec), cfg) for rec in records}
+
+
+def eval_items(records: list[Record], split: str, lang: str, limit: int | None) -> list[Item]:
+    """The images of `split` whose study has a report in `lang`, in a stable order."""
+    splits = split_records(records)
+    reports: dict[str, Record] = {}
+    for rec in records:
+        if rec.kind == "report" and rec.lang == lang and rec.study and rec.text.strip():
+            reports.setdefault(rec.study, rec)
+    items = [Item(rec, reference_text(reports[rec.study])) for rec in sorted(records, key=lambda r: r.id)
+             if rec.kind == "image" and rec.study in reports
+             and (split == "all" or splits[rec.id] == split)]
+    return items[:limit] if limit else items
+
+
+def training_index(corpus: Path, encoder: str, work_dir: Path,
+                   progress: Callable[[int, int | None], None] | None = None) -> Path:
+    """An index of the corpus's training split only (reused when already built)."""
+    from rag.building import build_index
+    from rag.encoder import create_encoder
+
+    records, _, _ = read_records(corpus, None)
+    splits = split_records(records)
+    index_dir = work_dir / f"{corpus.resolve().name}-train-{encoder.replace('/', '_')}"
+    build_index(corpus, index_dir, create_encoder(encoder), encoder, ("faiss",),
+                progress=progress,
+                subset=("split=train", lambda rec: splits.get(rec.id, "train") == "train"))
+    return index_dir
+
+
+def _oracle(hits, lang: str, reference: str, tokens) -> str:
+    from rag.report_metrics import rouge_l
+
+    texts = [reference_text(rec) for rec, _, _ in report_sources(hits, lang)]
+    if not texts:
+        return ""
+    ref = tokens(reference)
+    return max(texts, key=lambda text: rouge_l(tokens(text), ref))
+
+
+def _score(hypotheses: list[str], references: list[str], lang: str) -> dict:
+    from rag.clinical_labels import label_f1
+    from rag.report_metrics import nlg_scores
+
+    scores = {"nlg": nlg_scores(hypotheses, references, lang, "char" if lang == "zh" else "word")}
+    if lang == "zh":
+        scores["nlg_jieba"] = nlg_scores(hypotheses, references, lang, "jieba")
+    labels = label_f1(hypotheses, references, lang)
+    scores["labels"] = {key: labels[key] for key in ("micro_f1", "macro_f1", "micro_precision",
+                                                     "micro_recall")}
+    scores["empty"] = sum(not h.strip() for h in hypotheses)
+    return scores
+
+
+def evaluate_reports(corpus: str | Path, split: str = "test", lang: str = "en",
+                     generators: Sequence[str] = ("grounded",), index_dir: str | Path | None = None,
+                     limit: int | None = None, k: int | str = "auto", encoder: str = "default",
+                     options: dict[str, dict] | None = None, work_dir: str | Path = "runs/eval-report",
+                     progress: Callable[[int, int | None], None] | None = None, seed: int = 0,
+                     keep_examples: int = 3) -> dict:
+    """Score each generator's drafts (and the baselines) on the images of one split."""
+    from rag import pipeline
+    from rag.report_metrics import tokens as tokenize
+
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {', '.join(SPLITS)}, not {split!r}")
+    if split == "all" and index_dir is None:
+        raise ValueError("--split all evaluates a corpus kept apart from an index: give --index DIR")
+    corpus = Path(corpus)
+    records, _, formats = read_records(corpus, None)
+    items = eval_items(records, split, lang, limit)
+    if not items:
+        raise ValueError(f"no image of the {split!r} split of {corpus} has a {lang!r} report")
+    index_dir = Path(index_dir) if index_dir else training_index(corpus, encoder, Path(work_dir))
+    session = pipeline.open_session(index_dir, check_support=False)
+    writers = {name: pipeline.make_generator(name, session.encoder.low_confidence, True,
+                                             **(options or {}).get(name, {}))
+               for name in generators}
+    pool = [reference_text(r) for r in pipeline.training_reports(session, lang)]
+    rng = random.Random(seed)
+    outputs: dict[str, list[str]] = {name: [] for name in (*generators, *BASELINES)}
+    stats = {name: {"sentences": 0, "unsupported": 0, "citation_errors": 0, "seconds": 0.0}
+             for name in generators}
+    examples, retrieve_seconds = [], 0.0
+
+    def tokens(text: str) -> list[str]:
+        return tokenize(text, lang, "char" if lang == "zh" else "word")
+
+    try:
+        for done, item in enumerate(items, 1):
+            query = pipeline.make_query(str(item.image.image_path()), None, ("image", "report"), k,
+                                        lang)
+            started = time.perf_counter()
+            hits = pipeline.search(session, query)
+            retrieve_seconds += time.perf_counter() - started
+            sources = report_sources(hits, lang)
+            outputs["top1"].append(reference_text(sources[0][0]) if sources else "")
+            outputs["oracle"].append(_oracle(hits, lang, item.reference, tokens))
+            outputs["random"].append(rng.choice(pool) if pool else "")
+            for name, writer in writers.items():
+                started = time.perf_counter()
+                report = writer.generate(hits, query, lang)
+                stat = stats[name]
+                stat["seconds"] += time.perf_counter() - started
+                stat["sentences"] += len(report.sentences())
+                stat["unsupported"] += report.unsupported
+                stat["citation_errors"] += len(report.errors)
+                outputs[name].append(report.text())
+                if len(examples) < keep_examples * len(generators) and done <= keep_examples:
+                    examples.append({"image": item.image.id, "generator": name,
+                                     "reference": item.reference, "report": report.to_dict()})
+            if progress:
+                progress(done, len(items))
+    finally:
+        for writer in writers.values():
+            writer.close()
+        session.close()
+    references = [item.reference for item in items]
+    systems = {}
+    for name, hypotheses in outputs.items():
+        systems[name] = _score(hypotheses, references, lang)
+        if name in stats:
+            stat = stats[name]
+            systems[name].update(
+                unsupported_share=round(stat["unsupported"] / max(stat["sentences"], 1), 4),
+                citation_errors=stat["citation_errors"],
+                seconds_per_report=round(stat["seconds"] / len(items), 3))
+    return {"corpus": str(corpus), "formats": formats, "split": split, "lang": lang,
+            "pairs": len(items), "index": str(index_dir), "k": k,
+            "retrieve_seconds": round(retrieve_seconds / len(items), 3),
+            "systems": systems, "examples": examples}
+
+
+_COLUMNS = (("BLEU-1", "nlg", "bleu_1"), ("BLEU-4", "nlg", "bleu_4"), ("ROUGE-L", "nlg", "rouge_l"),
+            ("METEOR", "nlg", "meteor"), ("CIDEr-D", "nlg", "cider_d"),
+            ("label F1 micro", "labels", "micro_f1"), ("label F1 macro", "labels", "macro_f1"))
+
+
+def to_markdown(result: dict) -> str:
+    """The result as a markdown table: one row per system (generators, then baselines)."""
+    zh = result["lang"] == "zh"
+    head = [name for name, _, _ in _COLUMNS]
+    head += ["BLEU-4 (jieba)", "ROUGE-L (jieba)"] if zh else []
+    head += ["unsupported", "cite errors", "s / report"]
+    lines = [f"`eval report`: {result['corpus']}, split {result['split']}, {result['lang']}, "
+             f"{result['pairs']} images (Chinese scored on characters; jieba columns on words)"
+             if zh else f"`eval report`: {result['corpus']}, split {result['split']}, "
+             f"{result['lang']}, {result['pairs']} images", "",
+             "| system | " + " | ".join(head) + " |", "|---" * (len(head) + 1) + "|"]
+    for name, scores in result["systems"].items():
+        row = [f"{scores[group][key]:.3f}" for _, group, key in _COLUMNS]
+        if zh:
+            row += [f"{scores['nlg_jieba'][key]:.3f}" for key in ("bleu_4", "rouge_l")]
+        row += ([f"{scores['unsupported_share']:.1%}", str(scores["citation_errors"]),
+                 f"{scores['seconds_per_report']:.2f}"] if "unsupported_share" in scores
+                else ["-", "-", "-"])
+        label = name if name not in BASELINES else f"*{name}*"
+        lines.append(f"| {label} | " + " | ".join(row) + " |")
+    return "\n".join(lines)
