@@ -356,6 +356,10 @@ def serve(
     api_key: str | None = typer.Option(None, envvar="CASELENS_API_KEY",
                                        help="Require this key in the X-API-Key header of /v1 calls."),
     max_upload_mb: float = typer.Option(20, help="Largest accepted upload."),
+    generator: str = GENERATOR_OPT,
+    llm_path: Path | None = LLM_PATH_OPT,
+    vlm_path: str | None = VLM_PATH_OPT,
+    max_tokens: int | None = MAX_TOKENS_OPT,
 ):
     """Serve the HTTP API and the web page over an index.
 
@@ -372,7 +376,9 @@ def serve(
         err.print(f"[yellow]warning:[/] serving on {host} without an API key: anyone who can "
                   "reach this port can query the index (set --api-key or CASELENS_API_KEY)")
     settings = Settings(index=index_dir, backend=backend, api_key=api_key,
-                        max_upload_bytes=int(max_upload_mb * 1024 * 1024))
+                        max_upload_bytes=int(max_upload_mb * 1024 * 1024), generator=generator,
+                        generator_options=generator_options(generator, llm_path, vlm_path,
+                                                            max_tokens))
     logging.getLogger("caselens.api").setLevel(logging.INFO)
     uvicorn.run(create_app(settings), host=host, port=port, log_level="warning")
 
@@ -531,6 +537,8 @@ def eval_report(
     limit: int | None = typer.Option(None, help="Only the first N images (a quick run)."),
     k: str = typer.Option("auto", help="Cases retrieved per kind, or 'auto'."),
     encoder: str = typer.Option("default", help="Encoder config for the training-split index."),
+    work_dir: Path = typer.Option(Path("runs/eval-report"), "--work",
+                                  help="Where the training-split index is built and kept."),
     llm_path: Path | None = LLM_PATH_OPT,
     vlm_path: str | None = VLM_PATH_OPT,
     max_tokens: int | None = MAX_TOKENS_OPT,
@@ -560,7 +568,7 @@ def eval_report(
         task = bar.add_task("reports", total=None)
         result = _run(lambda: evaluate_reports(
             corpus, split, lang, tuple(generators), index_dir, limit,
-            int(k) if k.isdigit() else k, encoder, options,
+            int(k) if k.isdigit() else k, encoder, options, work_dir,
             progress=lambda done, total: bar.update(task, completed=done, total=total)))
     _show(result, to_markdown(result), out_file, as_json)
 

@@ -15,12 +15,23 @@ from pathlib import Path
 
 from generator.base import Generator, register_generator
 from generator.composer import phrases
-from generator.evidence import number_cases, read_report
+from generator.evidence import attribute, number_cases, read_report
 from generator.gguf import DEFAULT_MODEL, packaged_gguf
 from generator.prompts import render_prompt
 from rag.types import Hit, Query, Report
 
 log = logging.getLogger(__name__)
+PREFILL = {"en": "Findings:\n", "zh": "影像表现：\n"}
+_STOPS = ["<|im_end|>", "<|endoftext|>", "<|eot_id|>", "</s>"]
+
+
+def _chat_prompt(template: str, messages: list[dict]) -> str:
+    """The model's own chat template (from its GGUF metadata) applied to the messages."""
+    import jinja2
+
+    env = jinja2.Environment(trim_blocks=True, lstrip_blocks=True)
+    return env.from_string(template).render(messages=messages, add_generation_prompt=True,
+                                            bos_token="", eos_token="")
 
 
 @register_generator("llm")
@@ -63,28 +74,40 @@ class LlamaCppGenerator(Generator):
             report.warnings.append(phrases(lang)["no_hits" if not hits else "no_reports"])
             return report
         system, user = render_prompt(lang, cases, question=query.text, has_image=False)
-        text, cut = self.complete(system, user)
+        text, cut = self.complete(system, user, prefill=PREFILL[lang])
         report = read_report(text, cases, lang, self.label)
+        matched = attribute(report, cases)
+        if matched:
+            report.warnings.append(phrases(lang)["cited_by_matching"].format(count=matched))
         if cut:
             report.warnings.append(phrases(lang)["cut"].format(limit=cut))
         if not report.sentences():
             report.warnings.append(phrases(lang)["empty_answer"])
         return report
 
-    def complete(self, system: str, user: str) -> tuple[str, str | None]:
-        """The model's answer to one chat turn, and why it was cut (None when it finished)."""
+    def complete(self, system: str, user: str, prefill: str = "") -> tuple[str, str | None]:
+        """The model's answer to one chat turn, and why it was cut (None when it finished).
+        `prefill` starts the answer (e.g. the first section heading): it holds a small model
+        to the asked language and layout far better than instructions alone."""
         llama = self.load()
         messages = [{"role": "system", "content": system}, {"role": "user", "content": user}]
+        template = (getattr(llama, "metadata", None) or {}).get("tokenizer.chat_template")
+        if template:
+            prompt = _chat_prompt(template, messages) + prefill
+            stream = llama.create_completion(prompt, temperature=0.0, max_tokens=self.max_tokens,
+                                             stream=True, seed=0, stop=_STOPS)
+        else:  # no template in the file: llama-cpp's own chat formatting, no prefill
+            prefill = ""
+            stream = llama.create_chat_completion(messages, temperature=0.0, stream=True, seed=0,
+                                                  max_tokens=self.max_tokens)
         deadline = time.perf_counter() + self.max_seconds
-        pieces, cut = [], None
-        stream = llama.create_chat_completion(messages, temperature=0.0, max_tokens=self.max_tokens,
-                                              stream=True, seed=0)
+        pieces, cut = [prefill], None
         for chunk in stream:
             choice = chunk["choices"][0]
-            pieces.append(choice.get("delta", {}).get("content") or "")
+            pieces.append(choice.get("text") or choice.get("delta", {}).get("content") or "")
             if choice.get("finish_reason") == "length":
                 cut = f"{self.max_tokens} tokens"
-            if time.perf_counter() > deadline:
+            if choice.get("finish_reason") is None and time.perf_counter() > deadline:
                 cut = f"{self.max_seconds:g} s"
                 stream.close()
                 break

@@ -14,7 +14,7 @@ import logging
 import threading
 import time
 from contextlib import asynccontextmanager, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -44,6 +44,8 @@ class Settings:
     max_pixels: int = 50_000_000
     max_waiting: int = 16  # requests queued behind the one being served
     thumbnail_px: int = 256
+    generator: str = "grounded"  # who writes /v1/ask's reports (loaded once at start)
+    generator_options: dict[str, Any] = field(default_factory=dict)  # e.g. {"model_path": ...}
 
 
 class ApiError(Exception):
@@ -167,7 +169,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_: FastAPI):
         try:
-            state["session"] = pipeline.open_session(settings.index, backend=settings.backend)
+            state["session"] = pipeline.open_session(
+                settings.index, backend=settings.backend, generator=settings.generator,
+                generator_options=settings.generator_options)
             state["error"] = None
             log.info("serving index %s", settings.index)
         except pipeline.USER_ERRORS as err:  # stay up: /readyz says what is wrong

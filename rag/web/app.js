@@ -203,6 +203,11 @@ function renderSentence(sentence, numbers) {
     missing.title = "cites a record that is not among the retrieved cases";
     span.appendChild(missing);
   }
+  if (sentence.supported === false) {
+    span.classList.add("unsupported");
+    span.title = (sentence.issues || []).join("; ") || "not supported by the cases it cites";
+    span.appendChild(element("span", "unsupported-mark", "⚠"));
+  }
   span.appendChild(document.createTextNode(" "));
   return span;
 }
