@@ -10,15 +10,16 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import time
 from pathlib import Path
 
 from generator.base import Generator, register_generator
 from generator.composer import phrases
-from generator.evidence import attribute, number_cases, read_report
+from generator.evidence import attribute, number_cases, parse_citations, read_report
 from generator.gguf import DEFAULT_MODEL, packaged_gguf
-from generator.prompts import render_prompt
-from rag.types import Hit, Query, Report
+from generator.prompts import render_prompt, render_translation
+from rag.types import Hit, Query, Report, Sentence
 
 log = logging.getLogger(__name__)
 PREFILL = {"en": "Findings:\n", "zh": "影像表现：\n"}
@@ -73,9 +74,13 @@ class LlamaCppGenerator(Generator):
             report = Report(lang=lang, model=self.label)
             report.warnings.append(phrases(lang)["no_hits" if not hits else "no_reports"])
             return report
-        system, user = render_prompt(lang, cases, question=query.text, has_image=False)
-        text, cut = self.complete(system, user, prefill=PREFILL[lang])
-        report = read_report(text, cases, lang, self.label)
+        native = any(case.record.lang == lang for case in cases)
+        if lang != "en" and not native:
+            report, cut = self._translated(cases, query, lang)
+        else:
+            system, user = render_prompt(lang, cases, question=query.text, has_image=False)
+            text, cut = self.complete(system, user, prefill=PREFILL[lang])
+            report = read_report(text, cases, lang, self.label)
         matched = attribute(report, cases)
         if matched:
             report.warnings.append(phrases(lang)["cited_by_matching"].format(count=matched))
@@ -84,6 +89,32 @@ class LlamaCppGenerator(Generator):
         if not report.sentences():
             report.warnings.append(phrases(lang)["empty_answer"])
         return report
+
+    def _translated(self, cases, query: Query, lang: str) -> tuple[Report, str | None]:
+        """No case has a report in `lang`: write in English from the cases, then translate the
+        draft's sentences, numbered, with the glossary's terms; each translation keeps the
+        citations of its English sentence (a 1.5B model asked to write Chinese from English
+        cases copies the English instead, and drops citations when it translates them)."""
+        system, user = render_prompt("en", cases, question=query.text, has_image=False)
+        english, cut = self.complete(system, user, prefill=PREFILL["en"])
+        draft = read_report(english, cases, "en", self.label)
+        attribute(draft, cases)
+        sentences = draft.sentences()
+        if not sentences:
+            return Report(lang=lang, model=self.label, errors=draft.errors), cut
+        lines = [f"{n}. {s.text}" for n, s in enumerate(sentences, start=1)]
+        system, user = render_translation(lang, "\n".join(lines))
+        text, cut_again = self.complete(system, user, prefill="1. ")
+        found = dict(re.findall(r"(?m)^\s*(\d+)\s*[.、．]\s*(.+?)\s*$", text))
+        report = Report(lang=lang, model=self.label, errors=draft.errors)
+        n = 0
+        for section, originals in draft.sections.items():
+            report.sections[section] = []
+            for sentence in originals:
+                n += 1
+                translated = parse_citations(found.get(str(n), ""))[0] or sentence.text
+                report.sections[section].append(Sentence(translated, list(sentence.cites)))
+        return report, cut or cut_again
 
     def complete(self, system: str, user: str, prefill: str = "") -> tuple[str, str | None]:
         """The model's answer to one chat turn, and why it was cut (None when it finished).

@@ -12,13 +12,14 @@ PROMPTS = Path(__file__).parent / "prompts"
 
 
 @cache
-def _template(lang: str):
+def _template(lang: str, task: str = "report"):
     import jinja2
 
-    path = PROMPTS / f"report_{lang}.j2"
+    path = PROMPTS / f"{task}_{lang}.j2"
     if not path.exists():
-        known = ", ".join(sorted(p.stem.removeprefix("report_") for p in PROMPTS.glob("*.j2")))
-        raise ValueError(f"no report prompt for language {lang!r}; available: {known}")
+        known = ", ".join(sorted(p.stem.removeprefix(f"{task}_")
+                                 for p in PROMPTS.glob(f"{task}_*.j2")))
+        raise ValueError(f"no {task} prompt for language {lang!r}; available: {known}")
     env = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=False,
                              trim_blocks=True, lstrip_blocks=True)
     return env.from_string(path.read_text(encoding="utf-8"))
@@ -41,4 +42,14 @@ def render_prompt(lang: str, cases: list[Case], question: str | None = None,
         cases=cases, question=question, has_image=has_image, max_findings=max_findings,
         max_impression=max_impression, terms=glossary_terms(cases, lang))
     system, _, user = text.partition("---user---")
+    return system.strip(), user.strip()
+
+
+def render_translation(lang: str, text: str, limit: int = 30) -> tuple[str, str]:
+    """(system, user) messages asking to translate an English draft into `lang`, keeping its
+    citation marks, with the glossary's translations of the terms the draft uses."""
+    terms = prompt_terms([text], limit=200)
+    terms = sorted(terms, key=lambda t: t.kind not in ("finding", "device"))[:limit]
+    rendered = _template(lang, "translate").render(text=text, terms=terms)
+    system, _, user = rendered.partition("---user---")
     return system.strip(), user.strip()

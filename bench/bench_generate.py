@@ -1,0 +1,68 @@
+"""Seconds per `ask` for each generator, split into retrieval, writing and the support check.
+
+    python bench/bench_generate.py --index indexes/default -g grounded -g llm --repeat 5 \
+        --image corpora/demo/dicom/RG1_UNCI.dcm --lang en
+
+One warm session per generator (model loading is reported apart); each repeat asks about the
+same image, so retrieval is identical and the figures compare the writers.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from generator.support import SupportCheck  # noqa: E402
+from rag import pipeline  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--index", type=Path, default=pipeline.DEFAULT_INDEX)
+    parser.add_argument("--image", required=True)
+    parser.add_argument("--lang", default="en", choices=("en", "zh"))
+    parser.add_argument("-g", "--generator", action="append", dest="generators")
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--llm-path", type=Path)
+    args = parser.parse_args()
+
+    for name in args.generators or ["grounded", "llm"]:
+        options = {"model_path": args.llm_path} if name == "llm" else {}
+        started = time.perf_counter()
+        session = pipeline.open_session(args.index, generator=name, check_support=False,
+                                        generator_options=options)
+        opened = time.perf_counter() - started
+        writer, check = session.generator, SupportCheck()
+        query = pipeline.make_query(args.image, None, ("image", "report"), "auto", args.lang)
+        if hasattr(writer, "load"):
+            started = time.perf_counter()
+            writer.load()
+            opened += time.perf_counter() - started
+        check.check(writer.generate(pipeline.search(session, query), query, args.lang),
+                    [])  # warm the check's embedder outside the timings
+        rows: dict[str, list[float]] = {"retrieve": [], "write": [], "check": [], "total": []}
+        sentences = 0
+        for _ in range(args.repeat):
+            t0 = time.perf_counter()
+            hits = pipeline.search(session, query)
+            t1 = time.perf_counter()
+            report = writer.generate(hits, query, args.lang)
+            t2 = time.perf_counter()
+            check.check(report, hits)
+            t3 = time.perf_counter()
+            for key, value in zip(rows, (t1 - t0, t2 - t1, t3 - t2, t3 - t0)):
+                rows[key].append(value)
+            sentences = len(report.sentences())
+        print(f"{name:<9} open+load {opened:5.1f} s | " + " | ".join(
+            f"{key} {statistics.median(values):6.2f} s" for key, values in rows.items())
+            + f" | {sentences} sentences, {report.unsupported} flagged ({args.lang}, "
+            f"median of {args.repeat})")
+        session.close()
+
+
+if __name__ == "__main__":
+    main()
