@@ -140,7 +140,10 @@ class TowersEncoder(Encoder):
             state = torch.load(self.heads_path, map_location="cpu", weights_only=True)
             self.heads.load_state_dict({k: v.float() for k, v in state.items()})
             if probe_path(self.heads_path).exists():
-                self.domain_probe = DomainProbe.load(probe_path(self.heads_path))
+                try:
+                    self.domain_probe = DomainProbe.load(probe_path(self.heads_path), self.dim)
+                except ValueError as err:
+                    raise EncoderError(str(err)) from err
         self.heads.eval().to(self.device)
 
     @property

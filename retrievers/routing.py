@@ -8,8 +8,8 @@ Two classifiers, one Route:
   - "probe", when the index holds no image to vote (a reports-only index): the encoder's
     linear domain probe (rag/domain_probe.py, trained with the heads), its probabilities
     restricted to the domains the index holds. On held-out images of the shared data the
-    probe names the domain 0.82 of the time (the modality 0.96), the vote 0.865: the vote
-    comes first.
+    probe names the domain 0.87 of the time (the modality 0.96; the vote measured 0.865 on
+    the older MedPix labels): the vote comes first.
 A clear winner (share >= `threshold`) restricts the search to it; a close call widens the route
 to every domain that together holds `coverage`; no vote (an index without images) leaves the
 search unrestricted.

@@ -11,8 +11,13 @@ from corpora.base import CorpusReader, register_reader
 from corpora.readers._util import image_files, report_text, sections
 from rag.types import Problem, Record, stable_id
 
+# "Location Category" to body region. "Reproductive and Urinary System" is an organ system, not
+# a region: most of its images show the kidneys (77 of its 107 "Genitourinary" CT captions say
+# so), the rest bladder, prostate or uterus, all on the abdomino-pelvic CT / MR that "abdomen"
+# names here. As "pelvis", the domain probe named one held-out image of it in four, most taken
+# for abdomen.
 BODY = {"Head": "head", "Spine and Muscles": "spine", "Thorax": "chest", "Abdomen": "abdomen",
-        "Reproductive and Urinary System": "pelvis"}
+        "Reproductive and Urinary System": "abdomen"}
 MODALITY = {"CT": "ct", "MR": "mr", "MRI": "mr"}
 LICENSE = "MedPix 2.0 research use (cite Siragusa et al., 2025; content from NLM MedPix)"
 

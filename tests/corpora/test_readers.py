@@ -77,7 +77,7 @@ def test_medpix_case_images_captions_and_topic(tmp_path):
     kinds = sorted(r.kind for r in records)
     assert kinds == ["guideline", "image", "report"]
     image = next(r for r in records if r.kind == "image")
-    assert image.text == "Enlarged prostate." and image.domain == "pelvis-ct"
+    assert image.text == "Enlarged prostate." and image.domain == "abdomen-ct"  # abdomino-pelvic
     report = next(r for r in records if r.kind == "report")
     assert report.meta["sections"]["impression"] == "Bladder diverticulum"
     assert [p.path for p in problems] == ["MPX1_synpic404"]
