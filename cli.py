@@ -176,20 +176,27 @@ VLM_PATH_OPT = typer.Option(None, "--vlm-path",
                             help="A local folder (or hub id, when cached) of a Qwen2-VL / LLaVA "
                                  "style model for --generator vlm.")
 MAX_TOKENS_OPT = typer.Option(None, "--max-tokens", help="Bound on the tokens an llm / vlm writes.")
+MAX_SECONDS_OPT = typer.Option(None, "--max-seconds",
+                               help="Bound on the seconds an llm / vlm may take for one report "
+                                    "(prompt reading included; default 90 / 120).")
 CHECK_OPT = typer.Option(True, "--check/--no-check",
                          help="Check each sentence against the cases it cites (marks unsupported "
                               "ones; loads a small text embedder).")
 
 
 def generator_options(name: str, llm_path: Path | None, vlm_path: str | None,
-                      max_tokens: int | None) -> dict[str, Any]:
+                      max_tokens: int | None, max_seconds: float | None = None) -> dict[str, Any]:
     """The options of the chosen generator from the CLI's flags."""
+    from generator.base import generator_names
+
+    if name not in generator_names():
+        fail(f"unknown generator {name!r}: choose from {', '.join(generator_names())}")
     if name == "llm":
         if llm_path is not None and not llm_path.is_file():
             fail(f"--llm-path {llm_path} is not a file: give a .gguf model file")
-        return {"model_path": llm_path, "max_tokens": max_tokens}
+        return {"model_path": llm_path, "max_tokens": max_tokens, "max_seconds": max_seconds}
     if name == "vlm":
-        return {"model": vlm_path, "max_new_tokens": max_tokens}
+        return {"model": vlm_path, "max_new_tokens": max_tokens, "max_seconds": max_seconds}
     return {}
 
 
@@ -281,6 +288,7 @@ def ask(
     llm_path: Path | None = LLM_PATH_OPT,
     vlm_path: str | None = VLM_PATH_OPT,
     max_tokens: int | None = MAX_TOKENS_OPT,
+    max_seconds: float | None = MAX_SECONDS_OPT,
     check: bool = CHECK_OPT,
     as_json: bool = JSON_OPT,
 ):
@@ -295,7 +303,7 @@ def ask(
     if lang not in ("en", "zh"):
         fail(f"--lang must be en or zh, not {lang!r}")
     query = _query(image, text, lang, k, ["images", "reports"], _filters(filters, domain=domain))
-    options = generator_options(generator, llm_path, vlm_path, max_tokens)
+    options = generator_options(generator, llm_path, vlm_path, max_tokens, max_seconds)
     session = _session(index_dir, encoder, backend, route, generator=generator,
                        generator_options=options, check_support=check)
     try:
@@ -542,6 +550,7 @@ def eval_report(
     llm_path: Path | None = LLM_PATH_OPT,
     vlm_path: str | None = VLM_PATH_OPT,
     max_tokens: int | None = MAX_TOKENS_OPT,
+    max_seconds: float | None = MAX_SECONDS_OPT,
     out_file: Path | None = typer.Option(None, "--out",
                                          help="Also write the JSON here and a .md beside it."),
     as_json: bool = JSON_OPT,
@@ -563,7 +572,8 @@ def eval_report(
         fail(f"corpus folder {corpus} does not exist")
     if out_file is not None and out_file.suffix == ".md":
         fail(f"--out names the JSON file (the .md goes beside it), not {out_file}")
-    options = {name: generator_options(name, llm_path, vlm_path, max_tokens) for name in generators}
+    options = {name: generator_options(name, llm_path, vlm_path, max_tokens, max_seconds)
+               for name in generators}
     with _progress("reports") as bar:
         task = bar.add_task("reports", total=None)
         result = _run(lambda: evaluate_reports(

@@ -292,3 +292,17 @@ def test_a_sentence_quoted_without_citation_is_cited_by_its_words():
     assert quoted.cites and quoted.cites[0] == CASES[0].id
     assert invented.cites == []
     assert phrases("en")["cited_by_matching"].format(count=1) in out.warnings
+
+
+def test_cli_names_a_missing_llm_file_and_an_unknown_generator(tmp_path):
+    from typer.testing import CliRunner
+
+    from cli import app
+
+    runner = CliRunner()
+    result = runner.invoke(app, ["ask", "--text", "effusion", "--generator", "llm",
+                                 "--llm-path", str(tmp_path / "x.gguf"), "--index", str(tmp_path)])
+    assert result.exit_code != 0 and "x.gguf is not a file" in result.output
+    result = runner.invoke(app, ["ask", "--text", "effusion", "--generator", "gpt9",
+                                 "--index", str(tmp_path)])
+    assert result.exit_code != 0 and "unknown generator 'gpt9'" in result.output
