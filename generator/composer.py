@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import re
+import statistics
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -152,7 +153,10 @@ class GroundedComposer(Generator):
             report.warnings.append(words["contradictions"].format(count=resolved))
         single = 0
         for section in SECTIONS:
-            kept = self._select([c for c in clusters if c.section == section], section)
+            lengths = [len(text) for rec, _ in sources
+                       if (text := report_sections(rec).get(section, "").strip())]
+            budget = 1.5 * statistics.median(lengths) if lengths else 0
+            kept = self._select([c for c in clusters if c.section == section], section, budget)
             if section == "findings":  # weight chose them; reading order prints them
                 kept.sort(key=lambda c: topic(c.text))
             report.sections[section] = [Sentence(c.text, list(c.cites)) for c in kept]
@@ -178,16 +182,24 @@ class GroundedComposer(Generator):
                     match.cites.setdefault(record.id, weight)
         return clusters
 
-    def _select(self, clusters: list[_Cluster], section: str) -> list[_Cluster]:
+    def _select(self, clusters: list[_Cluster], section: str, budget: float) -> list[_Cluster]:
         """The heaviest clusters, up to the section's limit, none lighter than `min_share` of
         the heaviest (which is always kept): a lone weak report's sentence stays out when
-        stronger consensus exists."""
+        stronger consensus exists. Sentences stop once the draft is 1.5 times as long as the
+        median source report's section (`budget`, characters): a draft of five sources' long
+        sentences is five reports, not one."""
         ranked = sorted(clusters, key=_Cluster.rank_key)
         if not ranked:
             return []
         floor = self.min_share * ranked[0].weight
-        return [c for i, c in enumerate(ranked) if i == 0 or c.weight >= floor][
-            :self.limits[section]]
+        kept, length = [], 0
+        for i, cluster in enumerate(ranked):
+            if len(kept) == self.limits[section] or (kept and length >= budget):
+                break
+            if i == 0 or cluster.weight >= floor:
+                kept.append(cluster)
+                length += len(cluster.text)
+        return kept
 
 
 def _resolve_contradictions(clusters: list[_Cluster]) -> tuple[list[_Cluster], int]:
