@@ -7,7 +7,9 @@ when any of these holds, and each reason is written on the sentence:
   with the other polarity (`small pleural effusion` against `no pleural effusion`);
 - it uses a glossary finding term none of its cited cases names (the 1.5B model writing
   肺气肿 "emphysema" for bibasilar atelectasis);
-- its text embedding is far from every sentence of its cited cases.
+- its text embedding is far from every sentence of its cited cases;
+- it says a finding is absent that an earlier sentence of the report says is present (or the
+  other way round), even when each rests on its own case.
 
 Why findings and not only embeddings: on COV-CTR, multilingual-e5 puts a Chinese sentence at
 cosine 0.83 (median) from the English version of its own report and also 0.83 from another
@@ -70,6 +72,8 @@ class SupportCheck:
             rows = [piece_row[p] for t in texts for p in split_sentences(t) if p in piece_row]
             sentence.support = round(float(max(vectors[rows] @ vectors[row])), 4) if rows else 0.0
             sentence.issues = _issues(sentence, texts, report.lang, self.floor)
+        _contradictions(sentences)
+        for sentence in sentences:
             sentence.supported = not sentence.issues
         if report.unsupported:
             report.warnings.append(_summary(report))
@@ -120,6 +124,24 @@ def _issues(sentence: Sentence, texts: list[str], lang: str, floor: float) -> li
     if sentence.support is not None and sentence.support < floor:
         issues.append(f"far from every cited sentence (similarity {sentence.support:.2f})")
     return issues
+
+
+def _contradictions(sentences: list[Sentence]) -> None:
+    """Flag a sentence that says a finding is absent when an earlier one of the same report
+    says it is present, or the other way round: each may rest on its own case (a model that
+    copies case after case), but the report cannot say both."""
+    from rag.clinical_labels import label_report
+
+    stated: dict[str, tuple[int, int]] = {}  # label -> (value, 1-based sentence number)
+    for number, sentence in enumerate(sentences, start=1):
+        for label, value in label_report(sentence.text).items():
+            if label in _BROAD or value == -1:
+                continue
+            if label in stated and stated[label][0] != value:
+                sentence.issues.append(f"contradicts sentence {stated[label][1]} on "
+                                       f"{label.lower()}")
+            else:
+                stated.setdefault(label, (value, number))
 
 
 def _summary(report: Report) -> str:

@@ -202,3 +202,13 @@ def test_a_sentence_not_in_the_report_language_is_flagged():
     assert report.sentences()[0].issues == ["not written in Chinese"]
     report = checked([Sentence("Bibasilar atelectasis.", ["r1"])], hits_of(case), lang="en")
     assert report.sentences()[0].supported is True
+
+
+def test_a_sentence_contradicting_an_earlier_one_is_flagged_even_when_each_has_a_case():
+    hits = hits_of(record("r1", "en", "Small left pleural effusion."),
+                   record("r2", "en", "No pleural effusion. The lungs are clear."))
+    report = checked([Sentence("Small left pleural effusion.", ["r1"]),
+                      Sentence("No pleural effusion.", ["r2"])], hits)
+    first, second = report.sentences()
+    assert first.supported is True
+    assert second.issues == ["contradicts sentence 1 on pleural effusion"]
