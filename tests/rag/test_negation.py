@@ -86,3 +86,10 @@ def test_sentence_polarity(sentence, expected):
 
 def test_sentence_polarity_keeps_negated_and_affirmed_findings_apart():
     assert sentence_polarity("no pleural effusion") != sentence_polarity("small pleural effusion")
+
+
+def test_asymptomatic_is_not_a_negation_of_what_follows():
+    from rag.clinical_labels import label_report
+
+    assert label_report("可能存在一些慢性无症状感染，与慢性实变相关。")["Consolidation"] != 0
+    assert label_report("无胸腔积液。")["Pleural Effusion"] == 0
