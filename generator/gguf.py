@@ -6,12 +6,13 @@ once to CASELENS_MODELS (default ~/.cache/caselens/models) and re-hashed on ever
 """
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import json
 import os
 from functools import cache
 from pathlib import Path
+
+from rag.manifest import file_sha256
 
 SPECS = Path(__file__).with_name("llm_models.json")
 DEFAULT_MODEL = "qwen2.5-1.5b"
@@ -24,14 +25,6 @@ def model_specs() -> dict[str, dict]:
 
 def models_dir() -> Path:
     return Path(os.environ.get("CASELENS_MODELS") or Path.home() / ".cache" / "caselens" / "models")
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def install_command(name: str) -> str:

@@ -17,6 +17,7 @@ import torch
 from PIL import Image
 from torch import nn
 
+from rag.manifest import file_sha256
 from rag.registry import registrar
 
 log = logging.getLogger(__name__)
@@ -78,14 +79,6 @@ class TextBackbone:
 
     def __call__(self, texts: Sequence[str]) -> np.ndarray:
         return np.asarray(self.encode(list(texts)), dtype=np.float32).reshape(len(texts), self.dim)
-
-
-def file_sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 @register_image_backbone("efficientnet-lite0")

@@ -19,9 +19,10 @@ import torch
 from PIL import Image
 from torch import nn
 
-from rag.backbones import IMAGE_BACKBONES, TEXT_BACKBONES, file_sha256
+from rag.backbones import IMAGE_BACKBONES, TEXT_BACKBONES
 from rag.domain_probe import DomainProbe, probe_path
 from rag.lexical_features import bags
+from rag.manifest import file_sha256
 from rag.registry import registrar
 
 log = logging.getLogger(__name__)

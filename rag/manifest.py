@@ -1,6 +1,7 @@
 """The manifest.json written next to every index, and the checks that refuse mismatches."""
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from datetime import UTC, datetime
@@ -45,3 +46,12 @@ def check_encoder(manifest: dict[str, Any], fingerprint: str, folder: Path) -> N
             f"index {folder} was built with encoder {built}, but the loaded encoder is "
             f"{fingerprint}: rebuild the index with this encoder, or load the encoder it was "
             f"built with (--encoder {manifest['encoder'].get('config', 'NAME')})")
+
+
+def file_sha256(path: str | Path) -> str:
+    """The sha256 of a file, read in blocks (weights and models are large)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()

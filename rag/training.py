@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from rag.backbones import file_sha256
+from rag.manifest import file_sha256
 from rag.building import read_records
 from rag.domain_probe import probe_path, train_probe
 from rag.encoder import ProjectionHeads, TowersEncoder, load_config, normalize
