@@ -24,13 +24,14 @@ from dataclasses import dataclass
 from functools import cache, lru_cache
 from pathlib import Path
 
+from rag.negation import detect_language
+
 GLOSSARY = Path(__file__).parent / "glossary" / "radiology_en_zh.tsv"
 COLUMNS = ("en", "zh", "en_aliases", "zh_aliases", "kind")
 KINDS = frozenset({"finding", "device", "anatomy", "location", "descriptor", "phrase"})
 # Only these kinds are reported by the checks; locations and descriptors (双侧, 正常, 病灶) never are.
 CHECKED_KINDS = frozenset({"finding", "device"})
 LANGS = ("en", "zh")
-_CJK = re.compile(r"[\u3400-\u9fff]")
 
 
 @dataclass(frozen=True)
@@ -211,10 +212,6 @@ def _matcher_for(glossary: list[Term] | None) -> _Matcher:
     return _matcher(_default_glossary() if glossary is None else tuple(glossary))
 
 
-def _lang_of(text: str) -> str:
-    return "zh" if _CJK.search(text) else "en"
-
-
 def terms_in(text: str, lang: str, glossary: list[Term] | None = None) -> list[Term]:
     """The glossary terms that occur in ``text`` (longest match first), in order of appearance."""
     if lang not in LANGS:
@@ -230,7 +227,7 @@ def prompt_terms(evidence_texts: list[str], glossary: list[Term] | None = None,
     matcher = _matcher_for(glossary)
     counts: Counter[int] = Counter()
     for text in evidence_texts:
-        counts.update(m.term for m in matcher.matches(text or "", _lang_of(text or "")))
+        counts.update(m.term for m in matcher.matches(text or "", detect_language(text or "")))
     # Counter keeps first-seen order among equal counts, so ties follow the evidence order.
     return [matcher.terms[i] for i, _ in counts.most_common(limit)]
 
@@ -253,7 +250,7 @@ def _unsupported(output: str, lang: str, evidence_texts: list[str],
                  glossary: list[Term] | None) -> list[tuple[str, Term]]:
     matcher = _matcher_for(glossary)
     named = {m.term for text in evidence_texts
-             for m in matcher.matches(text or "", _lang_of(text or ""))}
+             for m in matcher.matches(text or "", detect_language(text or ""))}
     supported = named.union(*(matcher.general[i] for i in named))
     problems: dict[int, str] = {}
     for match in matcher.matches(output or "", lang):
