@@ -169,12 +169,18 @@ def _session(index_dir: Path, encoder: str | None, backend: str | None, route: b
 GENERATOR_OPT = typer.Option("grounded", "--generator", "-g",
                              help="Who writes the report: grounded (extractive, no model; fast), "
                                   "llm (the packaged Qwen2.5 GGUF via llama-cpp, or --llm-path), "
-                                  "vlm (a transformers vision-language model at --vlm-path).")
+                                  "vlm (a transformers vision-language model at --vlm-path), "
+                                  "mllm (our fine-tuned image + cases -> Qwen2.5 model, --mllm).")
 LLM_PATH_OPT = typer.Option(None, "--llm-path", help="A GGUF file for --generator llm "
                                                      "(default: the packaged Qwen2.5-1.5B).")
 VLM_PATH_OPT = typer.Option(None, "--vlm-path",
                             help="A local folder (or hub id, when cached) of a Qwen2-VL / LLaVA "
                                  "style model for --generator vlm.")
+LLM_MODEL_OPT = typer.Option(None, "--llm-model", help="Packaged GGUF for --generator llm: "
+                                                       "qwen2.5-1.5b (default) or qwen2.5-0.5b.")
+MLLM_OPT = typer.Option(None, "--mllm", help="For --generator mllm: a shipped variant "
+                                             "(default qwen0.5b-pool) or a `train mllm --out` "
+                                             "folder.")
 MAX_TOKENS_OPT = typer.Option(None, "--max-tokens", help="Bound on the tokens an llm / vlm writes.")
 MAX_SECONDS_OPT = typer.Option(None, "--max-seconds",
                                help="Bound on the seconds an llm / vlm may take for one report "
@@ -185,7 +191,8 @@ CHECK_OPT = typer.Option(True, "--check/--no-check",
 
 
 def generator_options(name: str, llm_path: Path | None, vlm_path: str | None,
-                      max_tokens: int | None, max_seconds: float | None = None) -> dict[str, Any]:
+                      max_tokens: int | None, max_seconds: float | None = None,
+                      llm_model: str | None = None, mllm: str | None = None) -> dict[str, Any]:
     """The options of the chosen generator from the CLI's flags."""
     from generator.base import generator_names
 
@@ -194,7 +201,10 @@ def generator_options(name: str, llm_path: Path | None, vlm_path: str | None,
     if name == "llm":
         if llm_path is not None and not llm_path.is_file():
             fail(f"--llm-path {llm_path} is not a file: give a .gguf model file")
-        return {"model_path": llm_path, "max_tokens": max_tokens, "max_seconds": max_seconds}
+        return {"model_path": llm_path, "model": llm_model, "max_tokens": max_tokens,
+                "max_seconds": max_seconds}
+    if name == "mllm":
+        return {"model": mllm, "max_tokens": max_tokens, "max_seconds": max_seconds}
     if name == "vlm":
         return {"model": vlm_path, "max_new_tokens": max_tokens, "max_seconds": max_seconds}
     return {}
@@ -287,6 +297,8 @@ def ask(
     generator: str = GENERATOR_OPT,
     llm_path: Path | None = LLM_PATH_OPT,
     vlm_path: str | None = VLM_PATH_OPT,
+    llm_model: str | None = LLM_MODEL_OPT,
+    mllm: str | None = MLLM_OPT,
     max_tokens: int | None = MAX_TOKENS_OPT,
     max_seconds: float | None = MAX_SECONDS_OPT,
     check: bool = CHECK_OPT,
@@ -303,7 +315,8 @@ def ask(
     if lang not in ("en", "zh"):
         fail(f"--lang must be en or zh, not {lang!r}")
     query = _query(image, text, lang, k, ["images", "reports"], _filters(filters, domain=domain))
-    options = generator_options(generator, llm_path, vlm_path, max_tokens, max_seconds)
+    options = generator_options(generator, llm_path, vlm_path, max_tokens, max_seconds,
+                                llm_model, mllm)
     session = _session(index_dir, encoder, backend, route, generator=generator,
                        generator_options=options, check_support=check)
     try:
@@ -367,6 +380,8 @@ def serve(
     generator: str = GENERATOR_OPT,
     llm_path: Path | None = LLM_PATH_OPT,
     vlm_path: str | None = VLM_PATH_OPT,
+    llm_model: str | None = LLM_MODEL_OPT,
+    mllm: str | None = MLLM_OPT,
     max_tokens: int | None = MAX_TOKENS_OPT,
 ):
     """Serve the HTTP API and the web page over an index.
@@ -386,7 +401,7 @@ def serve(
     settings = Settings(index=index_dir, backend=backend, api_key=api_key,
                         max_upload_bytes=int(max_upload_mb * 1024 * 1024), generator=generator,
                         generator_options=generator_options(generator, llm_path, vlm_path,
-                                                            max_tokens))
+                                                            max_tokens, None, llm_model, mllm))
     logging.getLogger("caselens.api").setLevel(logging.INFO)
     uvicorn.run(create_app(settings), host=host, port=port, log_level="warning")
 
@@ -489,6 +504,61 @@ def train_encoder(
         out.print(f"{key}: {value}", highlight=False)
 
 
+@train_app.command("mllm")
+def train_mllm(
+    corpora: list[Path] = typer.Argument(..., help="Corpus folders with images and reports."),
+    variant: str = typer.Option("qwen0.5b-pool", help="MLLM variant: a config in "
+                                "generator/mllm_configs/ or a path to a .json."),
+    out_dir: Path | None = typer.Option(None, "--out", help="Where the projector, adapter and "
+                                        "manifest go (default generator/mllm_weights/VARIANT)."),
+    run_dir: Path = typer.Option(Path("runs/train-mllm"), help="Examples, checkpoint, log, plot."),
+    per_corpus: int = typer.Option(150, min=1, help="Training images per corpus (each gives an "
+                                   "example per report language)."),
+    steps_projector: int = typer.Option(60, min=0, help="Stage 2a steps: projector only."),
+    steps_lora: int = typer.Option(360, min=0, help="Stage 2b steps: projector + LoRA."),
+    accumulate: int = typer.Option(2, min=1, help="Examples per optimizer step."),
+    shuffle_share: float = typer.Option(0.2, min=0.0, max=1.0, help="Share of examples given "
+                                        "the cases of another random study."),
+    max_minutes: float | None = typer.Option(None, help="Stop (and ship) after this long."),
+    seed: int = typer.Option(0, help="Random seed (image sample, shuffles, initial weights)."),
+    resume: bool = typer.Option(True, "--resume/--restart",
+                                help="Continue an interrupted run from RUN_DIR/checkpoint."),
+    as_json: bool = JSON_OPT,
+):
+    """Stage 2: train the MLLM (image feature map -> projector -> Qwen2.5 + LoRA).
+
+    Builds examples from each corpus's training split (the image, the retrieved reports of
+    OTHER studies, the study's own report as the cited answer, English and Chinese where the
+    corpus has both; a share with the cases of a random study), trains the projector (2a),
+    then projector + LoRA (2b), with resumable checkpoints, RUN_DIR/VARIANT/train_log.jsonl
+    and train_curves.png, and writes the small trained files with a manifest to --out.
+    A GPU is used when present; on 2 CPU cores one step takes about 5 s.
+
+    Example: python cli.py train mllm ../shared/data/cov-ctr ../shared/data/medpix-2.0
+    """
+    from rag.mllm_training import MLLMTrainConfig, train_mllm as run
+
+    for corpus in corpora:
+        if not corpus.exists():
+            fail(f"corpus folder {corpus} does not exist")
+    name = Path(variant).stem if variant.endswith(".json") else variant  # "qwen0.5b-pool"
+    out_dir = out_dir or Path(__file__).parent / "generator" / "mllm_weights" / name
+    cfg = MLLMTrainConfig(variant=variant, per_corpus=per_corpus, shuffle_share=shuffle_share,
+                          steps_projector=steps_projector, steps_lora=steps_lora,
+                          accumulate=accumulate, max_minutes=max_minutes, seed=seed,
+                          corpora=[str(c) for c in corpora])
+    with _progress("steps") as bar:
+        task = bar.add_task("examples, then steps", total=None)
+        result = _run(lambda: run(
+            cfg, out_dir, run_dir / name, resume,
+            progress=lambda done, total: bar.update(task, completed=done, total=total)))
+    if as_json:
+        out.print_json(json.dumps(result))
+        return
+    for key, value in result.items():
+        out.print(f"{key}: {value}", highlight=False)
+
+
 @eval_app.command("retrieval")
 def eval_retrieval(
     corpora: list[Path] = typer.Argument(..., help="Corpus folders with image-report pairs."),
@@ -539,7 +609,7 @@ def eval_report(
     lang: str = typer.Option("en", help="Report language to draft and score: en or zh."),
     generators: list[str] = typer.Option(["grounded"], "--generator", "-g",
                                          help="Generator(s) to score (repeatable): grounded, llm, "
-                                              "vlm."),
+                                              "vlm, mllm."),
     index_dir: Path | None = typer.Option(None, "--index", help="Retrieve from this index instead "
                                                                 "of one built on the training split."),
     limit: int | None = typer.Option(None, help="Only the first N images (a quick run)."),
@@ -549,10 +619,15 @@ def eval_report(
                                   help="Where the training-split index is built and kept."),
     llm_path: Path | None = LLM_PATH_OPT,
     vlm_path: str | None = VLM_PATH_OPT,
+    llm_model: str | None = LLM_MODEL_OPT,
+    mllm: str | None = MLLM_OPT,
     max_tokens: int | None = MAX_TOKENS_OPT,
     max_seconds: float | None = MAX_SECONDS_OPT,
     out_file: Path | None = typer.Option(None, "--out",
                                          help="Also write the JSON here and a .md beside it."),
+    shuffle_cases: bool = typer.Option(False, "--shuffle-cases", help="Give each image the "
+                                       "retrieved cases of another study: does a generator copy "
+                                       "wrong cases (high copy ROUGE-L) or follow the image?"),
     as_json: bool = JSON_OPT,
 ):
     """Draft a report for each image of a split and score it against the study's own report.
@@ -572,14 +647,16 @@ def eval_report(
         fail(f"corpus folder {corpus} does not exist")
     if out_file is not None and out_file.suffix == ".md":
         fail(f"--out names the JSON file (the .md goes beside it), not {out_file}")
-    options = {name: generator_options(name, llm_path, vlm_path, max_tokens, max_seconds)
+    options = {name: generator_options(name, llm_path, vlm_path, max_tokens, max_seconds,
+                                       llm_model, mllm)
                for name in generators}
     with _progress("reports") as bar:
         task = bar.add_task("reports", total=None)
         result = _run(lambda: evaluate_reports(
             corpus, split, lang, tuple(generators), index_dir, limit,
             int(k) if k.isdigit() else k, encoder, options, work_dir,
-            progress=lambda done, total: bar.update(task, completed=done, total=total)))
+            progress=lambda done, total: bar.update(task, completed=done, total=total),
+            shuffle_cases=shuffle_cases))
     _show(result, to_markdown(result), out_file, as_json)
 
 

@@ -17,7 +17,7 @@ GENERATORS: dict[str, type[Generator]] = {}
 register_generator = registrar(GENERATORS)
 # backends live in their own modules and register themselves when imported
 _MODULES = {"grounded": "generator.composer", "composer": "generator.composer",
-            "llm": "generator.llm", "vlm": "generator.vlm"}
+            "llm": "generator.llm", "vlm": "generator.vlm", "mllm": "generator.mllm"}
 
 
 class Generator(ABC):
@@ -49,7 +49,7 @@ def generator_names() -> list[str]:
 
 
 def create_generator(name: str = "grounded", **options: Any) -> Generator:
-    """A generator by registered name: grounded (alias composer), llm, vlm."""
+    """A generator by registered name: grounded (alias composer), llm, vlm, mllm."""
     if name not in GENERATORS and name in _MODULES:
         importlib.import_module(_MODULES[name])
     if name not in GENERATORS:

@@ -53,3 +53,17 @@ def render_translation(lang: str, text: str, limit: int = 30) -> tuple[str, str]
     rendered = _template(lang, "translate").render(text=text, terms=terms)
     system, _, user = rendered.partition("---user---")
     return system.strip(), user.strip()
+
+
+def clip_text(text: str, lang: str, words: int) -> str:
+    """The first `words` words of a case (twice as many characters for Chinese), marked when cut."""
+    if lang == "zh":
+        return text if len(text) <= 2 * words else text[:2 * words] + "…"
+    parts = text.split()
+    return text if len(parts) <= words else " ".join(parts[:words]) + " …"
+
+
+def render_mllm(lang: str, cases: list[tuple[int, str]], image_mark: str,
+                question: str | None = None) -> str:
+    """The MLLM's user message: the image mark, the numbered (already clipped) cases, the task."""
+    return _template(lang, "mllm").render(cases=cases, image=image_mark, question=question).strip()

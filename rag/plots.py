@@ -9,7 +9,7 @@ WIDTH, HEIGHT, MARGIN = 720, 360, 48
 COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd")
 
 
-def plot_curves(series: dict[str, list[float]], path: Path, title: str) -> Path:
+def plot_curves(series: dict[str, list[float]], path: Path, title: str, x_label: str = "epoch") -> Path:
     """One panel per series (loss, validation recall...) side by side, epochs on x; each
     panel scaled to its own range, with its min and max written at the axis."""
     series = {name: values for name, values in series.items() if values}
@@ -34,8 +34,8 @@ def plot_curves(series: dict[str, list[float]], path: Path, title: str) -> Path:
         draw.text((left, top - 16), name, fill=colour)
         draw.text((left - 44, top - 6), f"{high:.3g}", fill="black")
         draw.text((left - 44, bottom - 6), f"{low:.3g}", fill="black")
-        draw.text((left, bottom + 6), "epoch 1", fill="black")
-        draw.text((right - 50, bottom + 6), f"epoch {len(values)}", fill="black")
+        draw.text((left, bottom + 6), f"{x_label} 1", fill="black")
+        draw.text((right - 70, bottom + 6), f"{x_label} {len(values)}", fill="black")
     path.parent.mkdir(parents=True, exist_ok=True)
     image.save(path)
     return path

@@ -103,8 +103,12 @@ def evaluate_reports(corpus: str | Path, split: str = "test", lang: str = "en",
                      limit: int | None = None, k: int | str = "auto", encoder: str = "default",
                      options: dict[str, dict] | None = None, work_dir: str | Path = "runs/eval-report",
                      progress: Callable[[int, int | None], None] | None = None, seed: int = 0,
-                     keep_examples: int = 3) -> dict:
-    """Score each generator's drafts (and the baselines) on the images of one split."""
+                     keep_examples: int = 3, shuffle_cases: bool = False) -> dict:
+    """Score each generator's drafts (and the baselines) on the images of one split.
+
+    With `shuffle_cases`, each image gets the retrieved cases of another study of the split
+    (retrieval made wrong on purpose): a generator that copies its cases then scores low
+    against the reference and high on `copy_rouge_l` (its ROUGE-L to the closest given case)."""
     from rag import pipeline
     from rag.report_metrics import tokens as tokenize
 
@@ -128,6 +132,9 @@ def evaluate_reports(corpus: str | Path, split: str = "test", lang: str = "en",
     stats = {name: {"sentences": 0, "unsupported": 0, "citation_errors": 0, "seconds": 0.0}
              for name in generators}
     examples, retrieve_seconds = [], 0.0
+    copies: dict[str, list[float]] = {name: [] for name in outputs}
+    swap = _derangement(items, rng) if shuffle_cases else None
+    wrong: dict[int, list] = {}
 
     def tokens(text: str) -> list[str]:
         return tokenize(text, lang, "char" if lang == "zh" else "word")
@@ -139,6 +146,13 @@ def evaluate_reports(corpus: str | Path, split: str = "test", lang: str = "en",
             started = time.perf_counter()
             hits = pipeline.search(session, query)
             retrieve_seconds += time.perf_counter() - started
+            if swap is not None:  # the cases of another study instead of this image's own
+                other = items[swap[done - 1]]
+                if swap[done - 1] not in wrong:
+                    wrong[swap[done - 1]] = pipeline.search(session, pipeline.make_query(
+                        str(other.image.image_path()), None, ("image", "report"), k, lang))
+                hits = wrong[swap[done - 1]]
+            given = [tokens(reference_text(rec)) for rec, _, _ in report_sources(hits, lang)]
             sources = report_sources(hits, lang)
             outputs["top1"].append(reference_text(sources[0][0]) if sources else "")
             outputs["oracle"].append(_oracle(hits, lang, item.reference, tokens))
@@ -152,9 +166,12 @@ def evaluate_reports(corpus: str | Path, split: str = "test", lang: str = "en",
                 stat["unsupported"] += report.unsupported
                 stat["citation_errors"] += len(report.errors)
                 outputs[name].append(report.text())
+                copies[name].append(_copy_score(tokens(report.text()), given))
                 if len(examples) < keep_examples * len(generators) and done <= keep_examples:
                     examples.append({"image": item.image.id, "generator": name,
                                      "reference": item.reference, "report": report.to_dict()})
+            for name in BASELINES:
+                copies[name].append(_copy_score(tokens(outputs[name][-1]), given))
             if progress:
                 progress(done, len(items))
     finally:
@@ -165,6 +182,7 @@ def evaluate_reports(corpus: str | Path, split: str = "test", lang: str = "en",
     systems = {}
     for name, hypotheses in outputs.items():
         systems[name] = _score(hypotheses, references, lang)
+        systems[name]["copy_rouge_l"] = round(sum(copies[name]) / max(len(copies[name]), 1), 4)
         if name in stats:
             stat = stats[name]
             systems[name].update(
@@ -172,9 +190,26 @@ def evaluate_reports(corpus: str | Path, split: str = "test", lang: str = "en",
                 citation_errors=stat["citation_errors"],
                 seconds_per_report=round(stat["seconds"] / len(items), 3))
     return {"corpus": str(corpus), "formats": formats, "split": split, "lang": lang,
-            "pairs": len(items), "index": str(index_dir), "k": k,
+            "pairs": len(items), "index": str(index_dir), "k": k, "shuffled_cases": shuffle_cases,
             "retrieve_seconds": round(retrieve_seconds / len(items), 3),
             "systems": systems, "examples": examples}
+
+
+def _copy_score(output: list[str], given: list[list[str]]) -> float:
+    """ROUGE-L of an output to the closest of the cases it was given (1.0: a verbatim copy)."""
+    from rag.report_metrics import rouge_l
+
+    return max((rouge_l(output, case) for case in given), default=0.0) if output else 0.0
+
+
+def _derangement(items: list[Item], rng: random.Random) -> list[int]:
+    """For each item, another item of a different study (whose retrieved cases it gets)."""
+    order = list(range(len(items)))
+    for _ in range(100):
+        rng.shuffle(order)
+        if all(items[i].image.study != items[j].image.study for i, j in enumerate(order)):
+            return order
+    raise ValueError("cannot shuffle the cases: too few studies in the evaluated images")
 
 
 _COLUMNS = (("BLEU-1", "nlg", "bleu_1"), ("BLEU-4", "nlg", "bleu_4"), ("ROUGE-L", "nlg", "rouge_l"),
@@ -187,16 +222,19 @@ def to_markdown(result: dict) -> str:
     zh = result["lang"] == "zh"
     head = [name for name, _, _ in _COLUMNS]
     head += ["BLEU-4 (jieba)", "ROUGE-L (jieba)"] if zh else []
-    head += ["unsupported", "cite errors", "s / report"]
-    lines = [f"`eval report`: {result['corpus']}, split {result['split']}, {result['lang']}, "
-             f"{result['pairs']} images (Chinese scored on characters; jieba columns on words)"
-             if zh else f"`eval report`: {result['corpus']}, split {result['split']}, "
-             f"{result['lang']}, {result['pairs']} images", "",
+    head += ["copy ROUGE-L", "unsupported", "cite errors", "s / report"]
+    shuffled = ", cases of another study (shuffled)" if result.get("shuffled_cases") else ""
+    lines = [f"`eval report`: {result['corpus']}, split {result['split']}{shuffled}, "
+             f"{result['lang']}, {result['pairs']} images (Chinese scored on characters; "
+             "jieba columns on words)"
+             if zh else f"`eval report`: {result['corpus']}, split "
+             f"{result['split']}{shuffled}, {result['lang']}, {result['pairs']} images", "",
              "| system | " + " | ".join(head) + " |", "|---" * (len(head) + 1) + "|"]
     for name, scores in result["systems"].items():
         row = [f"{scores[group][key]:.3f}" for _, group, key in _COLUMNS]
         if zh:
             row += [f"{scores['nlg_jieba'][key]:.3f}" for key in ("bleu_4", "rouge_l")]
+        row += [f"{scores.get('copy_rouge_l', 0):.3f}"]
         row += ([f"{scores['unsupported_share']:.1%}", str(scores["citation_errors"]),
                  f"{scores['seconds_per_report']:.2f}"] if "unsupported_share" in scores
                 else ["-", "-", "-"])

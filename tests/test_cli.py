@@ -106,3 +106,12 @@ def test_corpus_inspect_counts_and_lists_problems_without_building(tmp_path):
     assert "generic" in text.stdout and "1 problem(s)" in text.stdout and "records/s" in text.stdout
     bad = runner.invoke(app, ["corpus", "inspect", str(tmp_path / "missing")])
     assert bad.exit_code == 1 and "not found" in bad.stderr
+
+
+def test_train_mllm_and_ask_mllm_refuse_what_is_missing_in_one_sentence(index_dir, tmp_path):
+    result = runner.invoke(app, ["train", "mllm", str(tmp_path / "nowhere")])
+    assert result.exit_code == 1 and "does not exist" in result.stderr
+    idx, corpus = index_dir
+    result = runner.invoke(app, ["ask", "--image", str(corpus / "img/c1_0.png"), "--index",
+                                 str(idx), "--generator", "mllm", "--mllm", str(tmp_path)])
+    assert result.exit_code == 1 and "train mllm" in result.stderr

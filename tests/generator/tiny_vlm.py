@@ -133,3 +133,18 @@ def _save(model_class, config, processor, folder: Path, eos: int, pad: int, torc
     model.save_pretrained(folder)
     processor.save_pretrained(folder)
     return folder
+
+
+def build_qwen2_lm(folder: Path) -> Path:
+    """A tiny text-only Qwen2 causal LM with the Qwen chat template: the MLLM's LLM in tests."""
+    import torch
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    tokenizer = build_tokenizer(QWEN_SPECIAL, eos_token="<|im_end|>", pad_token="<|endoftext|>")
+    tokenizer.chat_template = QWEN_CHAT_TEMPLATE
+    ids = _ids(tokenizer, ["<|im_end|>", "<|endoftext|>"])
+    config = Qwen2Config(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64,
+                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                         max_position_embeddings=2048, tie_word_embeddings=True)
+    return _save(Qwen2ForCausalLM, config, tokenizer, folder, ids["<|im_end|>"],
+                 ids["<|endoftext|>"], torch)

@@ -74,3 +74,14 @@ def test_split_all_needs_an_index_and_bad_options_say_so(corpus, tmp_path):
     assert result.exit_code != 0 and "--lang" in result.output
     result = runner.invoke(app, ["eval", "report", str(tmp_path / "nowhere")])
     assert result.exit_code != 0 and "does not exist" in result.output
+
+
+def test_shuffled_cases_come_from_another_study_and_copying_is_measured(corpus, tmp_path):
+    normal = _run([str(corpus), "--work", str(tmp_path / "work")])
+    shuffled = _run([str(corpus), "--work", str(tmp_path / "work"), "--shuffle-cases"])
+    assert shuffled["shuffled_cases"] and not normal["shuffled_cases"]
+    assert shuffled["systems"]["top1"]["copy_rouge_l"] == pytest.approx(1.0)
+    # with the cases of another study, the top-1 case scores lower against the reference
+    assert (shuffled["systems"]["top1"]["labels"]["micro_f1"]
+            < normal["systems"]["top1"]["labels"]["micro_f1"])
+    assert 0 <= shuffled["systems"]["grounded"]["copy_rouge_l"] <= 1
