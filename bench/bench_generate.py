@@ -2,6 +2,8 @@
 
     python bench/bench_generate.py --index indexes/default -g grounded -g llm --repeat 5 \
         --image corpora/demo/dicom/RG1_UNCI.dcm --lang en
+    python bench/bench_generate.py --index runs/eval-report/cov-ctr-train-default -g mllm \
+        -g llm --llm-model qwen2.5-0.5b --image IMAGE --lang zh
 
 One warm session per generator (model loading is reported apart); each repeat asks about the
 same image, so retrieval is identical and the figures compare the writers.
@@ -28,10 +30,13 @@ def main() -> None:
     parser.add_argument("-g", "--generator", action="append", dest="generators")
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--llm-path", type=Path)
+    parser.add_argument("--llm-model", help="packaged GGUF for llm: qwen2.5-1.5b, qwen2.5-0.5b")
+    parser.add_argument("--mllm", help="mllm weights: a shipped variant or a train mllm --out dir")
     args = parser.parse_args()
 
     for name in args.generators or ["grounded", "llm"]:
-        options = {"model_path": args.llm_path} if name == "llm" else {}
+        options = ({"model_path": args.llm_path, "model": args.llm_model or "qwen2.5-1.5b"}
+                   if name == "llm" else {"model": args.mllm} if name == "mllm" else {})
         started = time.perf_counter()
         session = pipeline.open_session(args.index, generator=name, check_support=False,
                                         generator_options=options)

@@ -59,7 +59,8 @@ class Projector(nn.Module):
 
 def load_llm(variant: dict[str, Any], dtype: torch.dtype = torch.float32):
     """(model, tokenizer) of the variant's LLM: a packaged GGUF by name, or `llm_path` (a GGUF
-    file or a transformers model folder). GGUF weights are dequantized to `dtype`."""
+    file or a transformers model folder). GGUF weights are dequantized to `dtype` once and kept
+    as a transformers folder beside the packaged models (reading the GGUF again takes ~45 s)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from generator.gguf import packaged_gguf
@@ -70,16 +71,52 @@ def load_llm(variant: dict[str, Any], dtype: torch.dtype = torch.float32):
     if not path.exists():
         raise FileNotFoundError(f"no LLM at {path}: give a GGUF file or a transformers folder")
     started = time.perf_counter()
-    if path.is_file():
-        kwargs = {"gguf_file": path.name}
-        folder = str(path.parent)
+    converted = _converted(path) if path.is_file() else path
+    if converted is not None:
+        tokenizer = AutoTokenizer.from_pretrained(str(converted), local_files_only=True)
+        model = AutoModelForCausalLM.from_pretrained(str(converted), local_files_only=True,
+                                                     dtype=dtype)
     else:
-        kwargs, folder = {}, str(path)
-    tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True, **kwargs)
-    model = AutoModelForCausalLM.from_pretrained(folder, local_files_only=True, dtype=dtype,
-                                                 **kwargs)
+        kwargs = {"gguf_file": path.name, "local_files_only": True}
+        tokenizer = AutoTokenizer.from_pretrained(str(path.parent), **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(str(path.parent), dtype=dtype, **kwargs)
+        _keep_converted(path, model, tokenizer)
     log.info("loaded %s in %.1f s", path.name, time.perf_counter() - started)
     return model.eval(), tokenizer
+
+
+def _conversion_dir(gguf: Path) -> tuple[Path, str]:
+    from generator.gguf import models_dir
+
+    stat = gguf.stat()
+    return (models_dir() / f"{gguf.stem}.transformers",
+            f"{gguf.resolve()} {stat.st_size} {stat.st_mtime_ns}")
+
+
+def _converted(gguf: Path) -> Path | None:
+    folder, stamp = _conversion_dir(gguf)
+    source = folder / "source.txt"
+    return folder if source.is_file() and source.read_text(encoding="utf-8") == stamp else None
+
+
+def _keep_converted(gguf: Path, model, tokenizer) -> None:
+    """Save the dequantized model for the next load (skipped, with a warning, when the disk
+    refuses: loading from the GGUF still works)."""
+    import shutil
+
+    folder, stamp = _conversion_dir(gguf)
+    work = folder.with_name(folder.name + ".partial")
+    try:
+        shutil.rmtree(work, ignore_errors=True)
+        model.save_pretrained(str(work))
+        tokenizer.save_pretrained(str(work))
+        (work / "source.txt").write_text(stamp, encoding="utf-8")
+        shutil.rmtree(folder, ignore_errors=True)
+        work.rename(folder)
+    except OSError as err:
+        log.warning("could not keep the converted %s (%s): the next load reads the GGUF again",
+                    gguf.name, err)
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def add_lora(model, variant: dict[str, Any], adapter: Path | None = None, trainable: bool = True):

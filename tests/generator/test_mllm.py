@@ -199,3 +199,20 @@ def test_the_shipped_mllm_writes_a_cited_chinese_report_with_the_real_model(imag
     report = generator.generate(hits, Query(image=images[0], lang="zh"), "zh")
     assert report.sentences(), report.warnings
     assert any(s.cites for s in report.sentences()) and has_cjk(report.text())
+
+
+def test_a_dequantized_gguf_is_reused_only_while_the_file_is_unchanged(tmp_path, monkeypatch):
+    import os
+
+    from generator.mllm_model import _conversion_dir, _converted
+
+    monkeypatch.setenv("CASELENS_MODELS", str(tmp_path / "models"))
+    gguf = tmp_path / "m.gguf"
+    gguf.write_bytes(b"GGUF")
+    folder, stamp = _conversion_dir(gguf)
+    assert folder.parent == tmp_path / "models" and _converted(gguf) is None
+    folder.mkdir(parents=True)
+    (folder / "source.txt").write_text(stamp, encoding="utf-8")
+    assert _converted(gguf) == folder
+    os.utime(gguf, ns=(1, 1))  # a replaced model file: converted again, never a stale copy
+    assert _converted(gguf) is None
