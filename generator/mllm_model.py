@@ -104,16 +104,22 @@ def _keep_converted(gguf: Path, model, tokenizer) -> None:
     refuses: loading from the GGUF still works)."""
     import shutil
 
+    from safetensors.torch import save_model
+
     folder, stamp = _conversion_dir(gguf)
     work = folder.with_name(folder.name + ".partial")
     try:
         shutil.rmtree(work, ignore_errors=True)
-        model.save_pretrained(str(work))
+        work.mkdir(parents=True)
+        # transformers refuses save_pretrained on a model read from a GGUF; the weights are plain
+        # float tensors by now, so config + safetensors (shared embeddings handled) is the model
+        model.config.save_pretrained(str(work))
+        save_model(model, str(work / "model.safetensors"), metadata={"format": "pt"})
         tokenizer.save_pretrained(str(work))
         (work / "source.txt").write_text(stamp, encoding="utf-8")
         shutil.rmtree(folder, ignore_errors=True)
         work.rename(folder)
-    except OSError as err:
+    except Exception as err:  # noqa: BLE001 - a cache that cannot be written must not stop a load
         log.warning("could not keep the converted %s (%s): the next load reads the GGUF again",
                     gguf.name, err)
         shutil.rmtree(work, ignore_errors=True)

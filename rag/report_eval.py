@@ -118,7 +118,8 @@ def evaluate_reports(corpus: str | Path, split: str = "test", lang: str = "en",
         raise ValueError("--split all evaluates a corpus kept apart from an index: give --index DIR")
     corpus = Path(corpus)
     records, _, formats = read_records(corpus, None)
-    items = eval_items(records, split, lang, limit)
+    every = eval_items(records, split, lang, None)
+    items = every[:limit] if limit else every
     if not items:
         raise ValueError(f"no image of the {split!r} split of {corpus} has a {lang!r} report")
     index_dir = Path(index_dir) if index_dir else training_index(corpus, encoder, Path(work_dir))
@@ -133,7 +134,7 @@ def evaluate_reports(corpus: str | Path, split: str = "test", lang: str = "en",
              for name in generators}
     examples, retrieve_seconds = [], 0.0
     copies: dict[str, list[float]] = {name: [] for name in outputs}
-    swap = _derangement(items, rng) if shuffle_cases else None
+    swap = _other_studies(items, every, rng) if shuffle_cases else None
     wrong: dict[int, list] = {}
 
     def tokens(text: str) -> list[str]:
@@ -147,7 +148,7 @@ def evaluate_reports(corpus: str | Path, split: str = "test", lang: str = "en",
             hits = pipeline.search(session, query)
             retrieve_seconds += time.perf_counter() - started
             if swap is not None:  # the cases of another study instead of this image's own
-                other = items[swap[done - 1]]
+                other = every[swap[done - 1]]
                 if swap[done - 1] not in wrong:
                     wrong[swap[done - 1]] = pipeline.search(session, pipeline.make_query(
                         str(other.image.image_path()), None, ("image", "report"), k, lang))
@@ -202,14 +203,16 @@ def _copy_score(output: list[str], given: list[list[str]]) -> float:
     return max((rouge_l(output, case) for case in given), default=0.0) if output else 0.0
 
 
-def _derangement(items: list[Item], rng: random.Random) -> list[int]:
-    """For each item, another item of a different study (whose retrieved cases it gets)."""
-    order = list(range(len(items)))
-    for _ in range(100):
-        rng.shuffle(order)
-        if all(items[i].image.study != items[j].image.study for i, j in enumerate(order)):
-            return order
-    raise ValueError("cannot shuffle the cases: too few studies in the evaluated images")
+def _other_studies(items: list[Item], every: list[Item], rng: random.Random) -> list[int]:
+    """For each item, a random item of the whole split from another study (whose retrieved
+    cases it gets)."""
+    picks = []
+    for item in items:
+        others = [j for j, other in enumerate(every) if other.image.study != item.image.study]
+        if not others:
+            raise ValueError("cannot shuffle the cases: the split holds one study only")
+        picks.append(rng.choice(others))
+    return picks
 
 
 _COLUMNS = (("BLEU-1", "nlg", "bleu_1"), ("BLEU-4", "nlg", "bleu_4"), ("ROUGE-L", "nlg", "rouge_l"),
