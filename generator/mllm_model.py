@@ -204,7 +204,9 @@ class CaseMLLM(nn.Module):
     def generate(self, prompt: str, fmap: torch.Tensor, prefill: str = "",
                  max_new_tokens: int = 256, max_seconds: float = 60.0) -> tuple[str, str | None]:
         """Greedy answer to the prompt (continuing `prefill`), and why it was cut (None when
-        it finished on its own)."""
+        it finished on its own). A phrase of `no_repeat_ngram` tokens (variant, default 6) is
+        never written twice: greedy decoding of the 0.5B model otherwise loops on long MedPix
+        findings ("a large, bilateral ... with a large, bilateral ...")."""
         from transformers import MaxTimeCriteria, StoppingCriteriaList
 
         embeds, _ = self.embed(prompt + prefill, fmap)
@@ -213,6 +215,7 @@ class CaseMLLM(nn.Module):
             inputs_embeds=embeds,
             attention_mask=torch.ones(embeds.shape[:2], dtype=torch.long, device=self.device),
             max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=self.end_id,
+            no_repeat_ngram_size=int(self.variant.get("no_repeat_ngram", 6)),
             pad_token_id=self.end_id,
             stopping_criteria=StoppingCriteriaList([MaxTimeCriteria(max_seconds)]))
         new = out[0].tolist()
