@@ -11,19 +11,17 @@ from __future__ import annotations
 import json
 import logging
 import os
-import time
 from pathlib import Path
 
 from generator.base import Generator, register_generator
 from generator.composer import phrases
-from generator.evidence import attribute, number_cases, read_report, split_output
+from generator.evidence import attribute, number_cases, read_report
 from generator.mllm_model import DEFAULT_VARIANT, IMAGE_MARK, WEIGHTS_DIR
 from generator.prompts import clip_text, render_mllm
 from rag.types import Hit, Query, Report
 
 log = logging.getLogger(__name__)
 HEADINGS = {"en": "Findings:\n", "zh": "影像表现：\n"}
-IMPRESSION = {"en": "Impression:\n", "zh": "诊断意见：\n"}
 
 
 def weights_dir(model: str | Path) -> Path:
@@ -93,16 +91,8 @@ class MLLMGenerator(Generator):
         user = render_mllm(lang, [(c.number, clip_text(c.text(), c.record.lang, words))
                                   for c in cases], IMAGE_MARK, query.text)
         prompt, fmap = model.chat_text(user), model.feature_maps([image])[0]
-        started = time.perf_counter()
         text, cut = model.generate(prompt, fmap, prefill=HEADINGS.get(lang, ""),
                                    max_new_tokens=self.max_tokens, max_seconds=self.max_seconds)
-        if not cut and lang in IMPRESSION and not split_output(text).get("impression"):
-            # a report has both sections: a model that stopped after the findings is given the
-            # impression heading and continues (the 0.5B model often stops early in English)
-            left = self.max_seconds - (time.perf_counter() - started)
-            text, cut = model.generate(prompt, fmap, prefill=text.rstrip() + "\n" + IMPRESSION[lang],
-                                       max_new_tokens=min(64, self.max_tokens),
-                                       max_seconds=max(left, 1.0))
         report = read_report(text, cases, lang, self.label)
         matched = attribute(report, cases)
         if matched:
