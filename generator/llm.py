@@ -35,6 +35,19 @@ def _chat_prompt(template: str, messages: list[dict]) -> str:
                                             bos_token="", eos_token="")
 
 
+def finish_report(report: Report, cases, lang: str, cut: str | None) -> Report:
+    """What every model-written draft gets: citations for uncited quotes, and warnings for
+    those, for a cut answer and for an answer without a report sentence."""
+    matched = attribute(report, cases)
+    if matched:
+        report.warnings.append(phrases(lang)["cited_by_matching"].format(count=matched))
+    if cut:
+        report.warnings.append(phrases(lang)["cut"].format(limit=cut))
+    if not report.sentences():
+        report.warnings.append(phrases(lang)["empty_answer"])
+    return report
+
+
 @register_generator("llm")
 class LlamaCppGenerator(Generator):
     def __init__(self, model_path: str | Path | None = None, model: str = DEFAULT_MODEL,
@@ -81,14 +94,7 @@ class LlamaCppGenerator(Generator):
             system, user = render_prompt(lang, cases, question=query.text, has_image=False)
             text, cut = self.complete(system, user, prefill=PREFILL[lang])
             report = read_report(text, cases, lang, self.label)
-        matched = attribute(report, cases)
-        if matched:
-            report.warnings.append(phrases(lang)["cited_by_matching"].format(count=matched))
-        if cut:
-            report.warnings.append(phrases(lang)["cut"].format(limit=cut))
-        if not report.sentences():
-            report.warnings.append(phrases(lang)["empty_answer"])
-        return report
+        return finish_report(report, cases, lang, cut)
 
     def _translated(self, cases, query: Query, lang: str) -> tuple[Report, str | None]:
         """No case has a report in `lang`: write in English from the cases, then translate the

@@ -15,7 +15,8 @@ from pathlib import Path
 
 from generator.base import Generator, register_generator
 from generator.composer import phrases
-from generator.evidence import attribute, number_cases, read_report
+from generator.evidence import number_cases, read_report
+from generator.llm import finish_report
 from generator.mllm_model import DEFAULT_VARIANT, IMAGE_MARK, WEIGHTS_DIR
 from generator.prompts import clip_text, render_mllm
 from rag.types import Hit, Query, Report
@@ -93,15 +94,7 @@ class MLLMGenerator(Generator):
         prompt, fmap = model.chat_text(user), model.feature_maps([image])[0]
         text, cut = model.generate(prompt, fmap, prefill=HEADINGS.get(lang, ""),
                                    max_new_tokens=self.max_tokens, max_seconds=self.max_seconds)
-        report = read_report(text, cases, lang, self.label)
-        matched = attribute(report, cases)
-        if matched:
-            report.warnings.append(phrases(lang)["cited_by_matching"].format(count=matched))
-        if cut:
-            report.warnings.append(phrases(lang)["cut"].format(limit=cut))
-        if not report.sentences():
-            report.warnings.append(phrases(lang)["empty_answer"])
-        return report
+        return finish_report(read_report(text, cases, lang, self.label), cases, lang, cut)
 
     def close(self) -> None:
         self._model = None
