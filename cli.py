@@ -472,6 +472,10 @@ def train_encoder(
         3.0, min=0.0, help="Weight of the Chinese <-> English report loss (0 turns it off)."),
     resume: bool = typer.Option(True, "--resume/--restart",
                                 help="Continue an interrupted run from RUN_DIR/checkpoint.pt."),
+    unfreeze: int = typer.Option(
+        0, min=0, help="Also train the image backbone's last N stages (EfficientNet-Lite0: 1 = "
+        "its 1x1 conv head, 6 = the last 5 blocks + head), from maps cached before them; they "
+        "are saved in the heads file. 0: backbone frozen."),
     as_json: bool = JSON_OPT,
 ):
     """Stage 1: train the projection heads contrastively on image-report pairs.
@@ -490,7 +494,7 @@ def train_encoder(
         result = _run(lambda: pipeline.train_encoder(
             config, corpora, heads_out, run_dir, epochs, seed,
             progress=lambda done, total: bar.update(task, completed=done, total=total),
-            init=init, bilingual_weight=bilingual_weight, resume=resume))
+            init=init, bilingual_weight=bilingual_weight, resume=resume, unfreeze=unfreeze))
     summary = {"heads": str(result.heads_path), "counts": result.counts,
                "test_untrained": result.test_untrained, "test_trained": result.test_trained,
                "zh_to_en_untrained": result.bilingual_untrained,

