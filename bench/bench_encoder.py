@@ -2,11 +2,13 @@
 
     python bench/bench_encoder.py                                  # default encoder, no training
     python bench/bench_encoder.py --train ../shared/data/cov-ctr --epochs 20
+    python bench/bench_encoder.py --train ../shared/data/cov-ctr --epochs 5 --unfreeze 6
 
 Prints images/s (batches of 32, 224 px synthetic images, so decoding files is not counted),
 texts/s for English and Chinese report sentences (batches of 64) on this machine's CPU, or the
 GPU when torch sees one, and with --train: seconds to cache the backbone features of the
-corpora's pairs, then seconds per training epoch over the cached features.
+corpora's pairs, then seconds per training epoch over the cached features (with --unfreeze N,
+over the maps cached before the image backbone's last N stages, which then train too).
 """
 from __future__ import annotations
 
@@ -49,6 +51,7 @@ def main() -> None:
     parser.add_argument("--texts", type=int, default=64)
     parser.add_argument("--train", nargs="*", default=[], help="corpus folders to train on")
     parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--unfreeze", type=int, default=0, help="last image stages trained")
     args = parser.parse_args()
 
     encoder = create_encoder(args.encoder)
@@ -70,11 +73,13 @@ def main() -> None:
             started = time.perf_counter()
             result = train_heads(args.encoder, [Path(c) for c in args.train],
                                  Path(run) / "heads.pt", Path(run),
-                                 TrainConfig(epochs=args.epochs, resume=False))
+                                 TrainConfig(epochs=args.epochs, resume=False,
+                                             unfreeze=args.unfreeze))
             total = time.perf_counter() - started
         epoch_s = float(np.mean([row["seconds"] for row in result.history]))
         print(f"\ntraining on {result.counts}: {total:.0f} s in all, about {epoch_s:.1f} s per "
-              f"epoch over cached features (the rest is caching backbone features)")
+              f"epoch over cached features, {args.unfreeze} image stages unfrozen (the rest is "
+              "caching backbone features and maps)")
 
 
 if __name__ == "__main__":
