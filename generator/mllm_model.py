@@ -207,7 +207,9 @@ class CaseMLLM(nn.Module):
         it finished on its own). A variant's `no_repeat_ngram` (off by default) forbids writing
         any phrase of that many tokens twice: tried at 6 against the 0.5B model's loops on
         MedPix, it only turned exact loops into paraphrased ones ("mass of mass") and lowered
-        ROUGE-L and label F1, so the shipped variant does not set it."""
+        ROUGE-L and label F1, so the shipped variant does not set it. Nor `repetition_penalty`
+        (off at 1.0): at 1.15 on the second-epoch weights it shortened MedPix reports and lowered
+        ROUGE-L 0.138 -> 0.109 and label F1 0.282 -> 0.247 (25 test images)."""
         from transformers import MaxTimeCriteria, StoppingCriteriaList
 
         embeds, _ = self.embed(prompt + prefill, fmap)
@@ -217,6 +219,7 @@ class CaseMLLM(nn.Module):
             attention_mask=torch.ones(embeds.shape[:2], dtype=torch.long, device=self.device),
             max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=self.end_id,
             no_repeat_ngram_size=int(self.variant.get("no_repeat_ngram", 0)),
+            repetition_penalty=float(self.variant.get("repetition_penalty", 1.0)),
             pad_token_id=self.end_id,
             stopping_criteria=StoppingCriteriaList([MaxTimeCriteria(max_seconds)]))
         new = out[0].tolist()
