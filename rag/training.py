@@ -426,15 +426,16 @@ def train_heads(config_name: str, corpus_dirs: Sequence[Path], out: Path, run_di
 def _load_init(heads: ProjectionHeads, path: Path, tail: _ImageTail | None = None) -> None:
     """Start from saved heads; parts they lack (e.g. the lexical channel) keep their init.
     Heads trained with unfrozen image stages start from those stages too, and only with the
-    same --unfreeze: they read what those stages make."""
+    same --unfreeze: they read what those stages make. Heads of the frozen backbone can start
+    any --unfreeze (the stages start from the backbone's own weights)."""
     if not path.exists():
         raise FileNotFoundError(f"--init checkpoint not found: {path}")
     state, stages, tail_state = split_heads_state(
         {k: v.float() for k, v in torch.load(path, map_location="cpu", weights_only=True).items()})
-    if stages != (tail.stages if tail is not None else 0):
+    if stages and stages != (tail.stages if tail is not None else 0):
         raise ValueError(f"{path} was trained with --unfreeze {stages}: fine-tune it with the "
                          f"same --unfreeze {stages}")
-    if tail is not None:
+    if tail is not None and stages:
         tail.tail.load_state_dict(tail_state)
     own = heads.state_dict()
     wrong = [k for k, v in state.items() if k in own and own[k].shape != v.shape]

@@ -171,6 +171,12 @@ def test_unfrozen_backbone_stages_are_trained_saved_and_used_by_the_encoder(tmp_
     # heads trained on tuned stages are not silently put on frozen ones
     with pytest.raises(ValueError, match="--unfreeze 2"):
         _load_init(frozen.heads, heads)
+    # frozen-backbone heads may start an unfrozen run: its stages start from the backbone
+    plain = tmp_path / "plain.pt"
+    torch.save(frozen.heads.state_dict(), plain)
+    train_heads("tiny", [corpus], tmp_path / "tuned.pt", tmp_path / "run2",
+                TrainConfig(epochs=1, batch_size=16, test_fraction=0.2, val_fraction=0.2,
+                            unfreeze=1, init=str(plain)))
 
 
 def test_unfreezing_more_stages_than_the_backbone_has_is_refused(tmp_path):
