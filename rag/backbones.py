@@ -106,8 +106,7 @@ class ImageBackbone:
         """The last feature map before pooling, (N, C, h, w): what an MLLM's projector reads."""
         if self.feature_map is None:
             raise BackboneError("this image backbone gives pooled features only, no feature map")
-        return self.feature_map(self.preprocess(images).to(self.device)).float()
-
+        return self.trunk_maps(self.feature_map, images)
 
     def split(self, tail_stages: int) -> tuple[nn.Sequential, PooledTail]:
         """(trunk, tail): pixels -> the map before the last `tail_stages` stages, and that map
@@ -122,8 +121,9 @@ class ImageBackbone:
         return nn.Sequential(*self.stages[:cut]), PooledTail(self.stages[cut:])
 
     @torch.no_grad()
-    def trunk_maps(self, trunk: nn.Module, images: Sequence[Image.Image]) -> torch.Tensor:
-        """What `split`'s trunk makes of the images: the tail's input."""
+    def trunk_maps(self, trunk: Callable[[torch.Tensor], torch.Tensor],
+                   images: Sequence[Image.Image]) -> torch.Tensor:
+        """What a part of the net (`split`'s trunk, the feature map) makes of the images."""
         return trunk(self.preprocess(images).to(self.device)).float()
 
 
