@@ -527,6 +527,10 @@ def train_mllm(
     seed: int = typer.Option(0, help="Random seed (image sample, shuffles, initial weights)."),
     resume: bool = typer.Option(True, "--resume/--restart",
                                 help="Continue an interrupted run from RUN_DIR/checkpoint."),
+    init: Path | None = typer.Option(None, help="Fine-tune trained weights (a shipped variant's "
+                                     "folder or a `train mllm --out` folder) on these corpora; "
+                                     "with an adapter there, stage 2a is skipped. Use a new "
+                                     "--run-dir: a run dir's examples are reused."),
     as_json: bool = JSON_OPT,
 ):
     """Stage 2: train the MLLM (image feature map -> projector -> Qwen2.5 + LoRA).
@@ -550,7 +554,7 @@ def train_mllm(
     cfg = MLLMTrainConfig(variant=variant, per_corpus=per_corpus, shuffle_share=shuffle_share,
                           steps_projector=steps_projector, steps_lora=steps_lora,
                           accumulate=accumulate, max_minutes=max_minutes, seed=seed,
-                          corpora=[str(c) for c in corpora])
+                          corpora=[str(c) for c in corpora], init=str(init) if init else None)
     with _progress("steps") as bar:
         task = bar.add_task("examples, then steps", total=None)
         result = _run(lambda: run(

@@ -18,6 +18,7 @@ from generator.base import Generator, register_generator
 from generator.composer import phrases
 from generator.evidence import attribute, number_cases, parse_citations, read_report
 from generator.gguf import DEFAULT_MODEL, packaged_gguf
+from generator.loops import LOOP
 from generator.prompts import render_prompt, render_translation
 from rag.types import Hit, Query, Report, Sentence
 
@@ -41,7 +42,9 @@ def finish_report(report: Report, cases, lang: str, cut: str | None) -> Report:
     matched = attribute(report, cases)
     if matched:
         report.warnings.append(phrases(lang)["cited_by_matching"].format(count=matched))
-    if cut:
+    if cut == LOOP:
+        report.warnings.append(phrases(lang)["loop"])
+    elif cut:
         report.warnings.append(phrases(lang)["cut"].format(limit=cut))
     if not report.sentences():
         report.warnings.append(phrases(lang)["empty_answer"])

