@@ -149,8 +149,8 @@ def _efficientnet_lite(size: int, image_size: int | None) -> ImageBackbone:
     def features(pixels: torch.Tensor) -> torch.Tensor:
         return net.extract_features(pixels).mean(dim=(2, 3))  # (N, 1280, h, w) -> (N, 1280)
 
-    # extract_features as stages: stem, the MBConv blocks (16 in lite0, 20 in lite1, 23 in
-    # lite2), the 1x1 conv head
+    # extract_features as stages: stem, the MBConv blocks (16 in lite0, 21 in lite2), the 1x1
+    # conv head
     stages = [nn.Sequential(net._conv_stem, net._bn0, net._swish), *net._blocks,
               nn.Sequential(net._conv_head, net._bn1, net._swish)]
     image_size = image_size or lite.EfficientNet.get_image_size(name)
