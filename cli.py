@@ -527,6 +527,8 @@ def train_mllm(
     seed: int = typer.Option(0, help="Random seed (image sample, shuffles, initial weights)."),
     resume: bool = typer.Option(True, "--resume/--restart",
                                 help="Continue an interrupted run from RUN_DIR/checkpoint."),
+    encoder: str = typer.Option("default", help="Encoder whose retrieval picks each example's "
+                                "cases (the shipped weights' examples: lite0)."),
     init: Path | None = typer.Option(None, help="Fine-tune trained weights (a shipped variant's "
                                      "folder or a `train mllm --out` folder) on these corpora; "
                                      "with an adapter there, stage 2a is skipped. Use a new "
@@ -554,7 +556,8 @@ def train_mllm(
     cfg = MLLMTrainConfig(variant=variant, per_corpus=per_corpus, shuffle_share=shuffle_share,
                           steps_projector=steps_projector, steps_lora=steps_lora,
                           accumulate=accumulate, max_minutes=max_minutes, seed=seed,
-                          corpora=[str(c) for c in corpora], init=str(init) if init else None)
+                          corpora=[str(c) for c in corpora], init=str(init) if init else None,
+                          encoder=encoder)
     with _progress("steps") as bar:
         task = bar.add_task("examples, then steps", total=None)
         result = _run(lambda: run(
