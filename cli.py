@@ -476,6 +476,9 @@ def train_encoder(
         0, min=0, help="Also train the image backbone's last N stages (EfficientNet-Lite0: 1 = "
         "its 1x1 conv head, 6 = the last 5 blocks + head), from maps cached before them; they "
         "are saved in the heads file. 0: backbone frozen."),
+    train_fraction: float = typer.Option(
+        1.0, min=0.0, max=1.0, min_open=True, help="Train on this share of the training "
+        "patients / cases only (how much more data would help); validation and test stay whole."),
     as_json: bool = JSON_OPT,
 ):
     """Stage 1: train the projection heads contrastively on image-report pairs.
@@ -494,7 +497,8 @@ def train_encoder(
         result = _run(lambda: pipeline.train_encoder(
             config, corpora, heads_out, run_dir, epochs, seed,
             progress=lambda done, total: bar.update(task, completed=done, total=total),
-            init=init, bilingual_weight=bilingual_weight, resume=resume, unfreeze=unfreeze))
+            init=init, bilingual_weight=bilingual_weight, resume=resume, unfreeze=unfreeze,
+            train_fraction=train_fraction))
     summary = {"heads": str(result.heads_path), "counts": result.counts,
                "test_untrained": result.test_untrained, "test_trained": result.test_trained,
                "zh_to_en_untrained": result.bilingual_untrained,

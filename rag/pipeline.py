@@ -242,13 +242,15 @@ def build_demo(dest: str | Path) -> dict[str, int]:
 
 def train_encoder(config: str, corpora: list[Path], out: Path, run_dir: Path, epochs: int,
                   seed: int, progress: Progress | None = None, init: Path | None = None,
-                  bilingual_weight: float = 3.0, resume: bool = True, unfreeze: int = 0):
+                  bilingual_weight: float = 3.0, resume: bool = True, unfreeze: int = 0,
+                  train_fraction: float = 1.0):
     """Stage 1: contrastive training of an encoder config's projection heads (and, with
     `unfreeze`, of its image backbone's last stages)."""
     from rag.training import TrainConfig, train_heads
 
     cfg = TrainConfig(epochs=epochs, seed=seed, init=str(init) if init else None,
-                      bilingual_weight=bilingual_weight, resume=resume, unfreeze=unfreeze)
+                      bilingual_weight=bilingual_weight, resume=resume, unfreeze=unfreeze,
+                      train_fraction=train_fraction)
     return train_heads(config, corpora, out, run_dir, cfg, progress=progress)
 
 

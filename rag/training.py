@@ -70,6 +70,7 @@ class TrainConfig:
     unfreeze: int = 0  # last image backbone stages trained with the heads (0: backbone frozen)
     backbone_lr: float = 1e-4  # their learning rate (pretrained weights move slowly)
     resume: bool = True  # continue from run_dir/checkpoint.pt when it is this same run
+    train_fraction: float = 1.0  # a seeded share of the training patients / cases (data ablation)
 
 
 @dataclass
@@ -291,6 +292,18 @@ class _ImageTail:
                 TAIL_STAGES: torch.tensor(self.stages)}
 
 
+def share_of_groups(rows: np.ndarray, groups: Sequence[str], fraction: float,
+                    seed: int) -> np.ndarray:
+    """The rows of a seeded `fraction` of their groups (whole patients / cases, so a smaller
+    training set is still split the same way), at least one group."""
+    if not 0.0 < fraction <= 1.0:
+        raise ValueError(f"the training fraction must be in (0, 1], not {fraction}")
+    names = sorted({groups[i] for i in rows})
+    random.Random(seed).shuffle(names)
+    keep = set(names[:max(1, round(fraction * len(names)))])
+    return np.asarray([i for i in rows if groups[i] in keep], dtype=rows.dtype)
+
+
 def train_heads(config_name: str, corpus_dirs: Sequence[Path], out: Path, run_dir: Path,
                 cfg: TrainConfig, progress: Callable[[int, int], None] | None = None) -> TrainResult:
     from open_clip.loss import ClipLoss
@@ -304,6 +317,9 @@ def train_heads(config_name: str, corpus_dirs: Sequence[Path], out: Path, run_di
     split = np.asarray([p.split for p in pairs])
     train_idx, val_idx, test_idx = (np.flatnonzero((split == s) & ok)
                                     for s in ("train", "val", "test"))
+    if cfg.train_fraction < 1.0:
+        train_idx = share_of_groups(train_idx, [p.group for p in pairs], cfg.train_fraction,
+                                    cfg.seed)
     texts_of = defaultdict(list)
     for row, pair_index in enumerate(owner):
         texts_of[int(pair_index)].append(row)

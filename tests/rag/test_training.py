@@ -200,3 +200,24 @@ def test_a_backbone_split_computes_the_same_features():
         with torch.no_grad():
             split = tail(backbone.trunk_maps(trunk, images)).numpy()
         np.testing.assert_allclose(split, backbone(images), atol=1e-6)
+
+
+def test_a_training_fraction_keeps_whole_groups_and_trains_on_fewer_pairs(tmp_path):
+    from rag.training import share_of_groups
+
+    groups = ["p1", "p1", "p2", "p3", "p3", "p3", "p4"]
+    rows = np.arange(len(groups))
+    half = share_of_groups(rows, groups, 0.5, seed=0)
+    kept = {groups[i] for i in half}
+    assert len(kept) == 2 and all(groups[i] not in kept for i in set(rows) - set(half))
+    assert share_of_groups(rows, groups, 0.5, seed=0).tolist() == half.tolist()  # seeded
+    assert len({groups[i] for i in share_of_groups(rows, groups, 0.01, seed=0)}) == 1
+    with pytest.raises(ValueError, match="fraction"):
+        share_of_groups(rows, groups, 0.0, seed=0)
+    corpus = make_corpus(tmp_path / "corpus", n_per_class=8, bad_image=False)
+    cfg = TrainConfig(epochs=1, batch_size=16, test_fraction=0.2, val_fraction=0.2)
+    whole = train_heads("tiny", [corpus], tmp_path / "a.pt", tmp_path / "run", cfg)
+    part = train_heads("tiny", [corpus], tmp_path / "b.pt", tmp_path / "run",
+                       TrainConfig(**{**cfg.__dict__, "train_fraction": 0.5}))
+    assert 0 < part.counts["train"] < whole.counts["train"]
+    assert part.counts["test"] == whole.counts["test"]
