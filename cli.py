@@ -477,7 +477,7 @@ def train_encoder(
         "its 1x1 conv head, 6 = the last 5 blocks + head), from maps cached before them; they "
         "are saved in the heads file. 0: backbone frozen."),
     train_fraction: float = typer.Option(
-        1.0, min=0.0, max=1.0, min_open=True, help="Train on this share of the training "
+        1.0, min=0.01, max=1.0, help="Train on this share of the training "
         "patients / cases only (how much more data would help); validation and test stay whole."),
     as_json: bool = JSON_OPT,
 ):
