@@ -20,6 +20,18 @@ _MODULES = {"grounded": "generator.composer", "composer": "generator.composer",
             "llm": "generator.llm", "vlm": "generator.vlm", "mllm": "generator.mllm"}
 
 
+class GeneratorCrashed(RuntimeError):
+    """The process that ran a model died (segfault, OOM kill, abort) before it answered.
+
+    Only that worker process is gone: the caller's process and its index are intact, and the
+    next call starts a fresh worker. The message is the one sentence a user should see.
+    """
+
+    def __init__(self, cause: str):
+        self.cause = cause  # e.g. "signal SIGSEGV" or "exit code 3"
+        super().__init__(f"the language model crashed: {cause} ; use --generator grounded")
+
+
 class Generator(ABC):
     name = "base"
 
