@@ -294,7 +294,8 @@ def build_index(corpus_dir: str | Path, index_dir: str | Path, encoder: Encoder,
                 fmt: str | None = None, batch_size: int = 32,
                 progress: Progress | None = None, rebuild: bool = False,
                 index_options: dict[str, dict] | None = None,
-                subset: tuple[str, Callable[[Record], bool]] | None = None) -> BuildSummary:
+                subset: tuple[str, Callable[[Record], bool]] | None = None,
+                follow_symlinks: bool = False) -> BuildSummary:
     """Build the index at `index_dir`, or bring an existing one up to date with its corpus.
 
     The old index stays usable until the new one is complete, and a failed build leaves
@@ -306,7 +307,7 @@ def build_index(corpus_dir: str | Path, index_dir: str | Path, encoder: Encoder,
     """
     index_options = {name: dict(opts) for name, opts in (index_options or {}).items()}
     started = time.perf_counter()
-    corpus = open_corpus(corpus_dir, fmt)
+    corpus = open_corpus(corpus_dir, fmt, follow_symlinks)  # links out: CorpusReader.outside
     index_dir = Path(index_dir)
     index_dir.parent.mkdir(parents=True, exist_ok=True)
     work = index_dir.parent / f".{index_dir.name}.building"
