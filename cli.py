@@ -58,6 +58,9 @@ KIND_NAMES = {"reports": "report", "report": "report", "images": "image", "image
               "guidelines": "guideline", "guideline": "guideline", "qa": "qa"}
 INDEX_OPT = typer.Option(Path("indexes/default"), "--index", help="Index folder.")
 JSON_OPT = typer.Option(False, "--json", help="Print one JSON document instead of text.")
+FOLLOW_OPT = typer.Option(False, "--follow-symlinks",
+                          help="Read linked files that lie outside the corpus folder "
+                               "(refused by default, and listed as problems).")
 
 
 def fail(message: str) -> None:
@@ -103,6 +106,7 @@ def index(
     fmt: str | None = typer.Option(None, "--format", help="Force a corpus format."),
     rebuild: bool = typer.Option(False, "--rebuild",
                                  help="Encode everything again instead of updating the index."),
+    follow_symlinks: bool = FOLLOW_OPT,
     as_json: bool = JSON_OPT,
 ):
     """Detect the corpus format, encode images and texts, build FAISS and Qdrant indexes.
@@ -121,6 +125,7 @@ def index(
         task = bar.add_task("records", total=None)
         summary = _run(lambda: pipeline.index(
             corpus, index_dir, encoder, backends, fmt, rebuild=rebuild,
+            follow_symlinks=follow_symlinks,
             progress=lambda done, total: bar.update(task, completed=done, total=total)))
     if as_json:
         out.print_json(json.dumps(summary.to_dict(), ensure_ascii=False))
@@ -428,6 +433,7 @@ def demo(dest: Path = typer.Option(Path("corpora/demo"), help="Where to build th
 def corpus_inspect(
     corpus: Path = typer.Argument(..., help="Corpus folder."),
     fmt: str | None = typer.Option(None, "--format", help="Force a corpus format."),
+    follow_symlinks: bool = FOLLOW_OPT,
     as_json: bool = JSON_OPT,
 ):
     """Say what `index` would read from a folder, without building anything.
@@ -439,7 +445,7 @@ def corpus_inspect(
     """
     from rag import pipeline
 
-    report = _run(lambda: pipeline.inspect_corpus(corpus, fmt))
+    report = _run(lambda: pipeline.inspect_corpus(corpus, fmt, follow_symlinks))
     if as_json:
         out.print_json(json.dumps(report, ensure_ascii=False))
         return

@@ -40,11 +40,14 @@ USER_ERRORS: tuple[type[BaseException], ...] = (
 def index(corpus: str | Path, index_dir: str | Path = DEFAULT_INDEX, encoder: str = "default",
           backends: tuple[str, ...] = ("faiss", "qdrant"), fmt: str | None = None,
           progress: Progress | None = None, batch_size: int = 32,
-          rebuild: bool = False, index_options: dict[str, dict] | None = None) -> BuildSummary:
+          rebuild: bool = False, index_options: dict[str, dict] | None = None,
+          follow_symlinks: bool = False) -> BuildSummary:
     """Detect the corpus format, encode every record, build the vector indexes; an existing
-    index of the same corpus and encoder is updated (only new or changed records encoded)."""
+    index of the same corpus and encoder is updated (only new or changed records encoded).
+    Links that lead out of the corpus folder are refused unless `follow_symlinks`."""
     return build_index(corpus, index_dir, create_encoder(encoder), encoder, backends, fmt,
-                       batch_size, progress, rebuild, index_options)
+                       batch_size, progress, rebuild, index_options,
+                       follow_symlinks=follow_symlinks)
 
 
 def delete(index_dir: str | Path = DEFAULT_INDEX, ids: tuple[str, ...] = (),
@@ -191,7 +194,8 @@ class Answer:
                 "retrieval": self.retrieval}
 
 
-def inspect_corpus(corpus: str | Path, fmt: str | None = None) -> dict[str, Any]:
+def inspect_corpus(corpus: str | Path, fmt: str | None = None,
+                   follow_symlinks: bool = False) -> dict[str, Any]:
     """What `index` would read, without encoding: formats, counts by kind / modality / domain /
     language, every file that cannot be used (with the reason), and the reading speed."""
     import time
@@ -202,7 +206,7 @@ def inspect_corpus(corpus: str | Path, fmt: str | None = None) -> dict[str, Any]
     from rag.types import Problem
 
     started = time.perf_counter()
-    found = open_corpus(corpus, fmt)
+    found = open_corpus(corpus, fmt, follow_symlinks)
     counts: dict[str, Counter] = {name: Counter() for name in ("kind", "modality", "domain", "lang")}
     by_kind: dict[str, Counter] = {}
     problems: list[Problem] = []
