@@ -69,12 +69,14 @@ def fail(message: str) -> None:
 
 
 def _run(call):
-    """Run a library call; known errors become one sentence and exit code 1."""
+    """Run a library call; known errors become one sentence and exit code 1 (a model worker
+    that crashed too: only it died, and its sentence says what to use instead)."""
+    from generator.base import GeneratorCrashed
     from rag.pipeline import USER_ERRORS
 
     try:
         return call()
-    except USER_ERRORS as exc:
+    except (*USER_ERRORS, GeneratorCrashed) as exc:
         fail(str(exc))
 
 

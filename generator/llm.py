@@ -5,6 +5,12 @@ Decoding is greedy and bounded twice: `max_tokens`, and `max_seconds` of wall ti
 stream is cut, and the report says so). The prompt lists the cases in the report language
 where the study has a report in it; otherwise the glossary's translations of the terms the
 cases use (generator/prompts.py), and the support check flags terms the cases never name.
+
+The model runs in a worker process (generator/worker.py) unless `isolate=False`: a native
+crash in llama.cpp kills the worker, and the caller gets `GeneratorCrashed`. On a CPU with AMX,
+llama-cpp-python 0.3.36 segfaults in its first decode (upstream llama.cpp #20824) unless the
+model loads without extra buffer types; `extra_bufts` (or CASELENS_LLM_EXTRA_BUFTS=0/1)
+overrides that choice so both can be measured (bench/bench_generate.py --extra-bufts).
 """
 from __future__ import annotations
 
@@ -12,6 +18,7 @@ import logging
 import os
 import re
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 from generator.base import Generator, register_generator
@@ -20,11 +27,76 @@ from generator.evidence import attribute, number_cases, parse_citations, read_re
 from generator.gguf import DEFAULT_MODEL, packaged_gguf
 from generator.loops import LOOP
 from generator.prompts import render_prompt, render_translation
+from generator.worker import ModelWorker, resolve
 from rag.types import Hit, Query, Report, Sentence
 
 log = logging.getLogger(__name__)
 PREFILL = {"en": "Findings:\n", "zh": "影像表现：\n"}
 _STOPS = ["<|im_end|>", "<|endoftext|>", "<|eot_id|>", "</s>"]
+ENV_EXTRA_BUFTS = "CASELENS_LLM_EXTRA_BUFTS"
+_ON, _OFF = {"1", "true", "yes", "on"}, {"0", "false", "no", "off"}
+
+
+def cpu_flags(cpuinfo: str) -> set[str]:
+    """The feature flags of /proc/cpuinfo's text (x86: "flags : fpu ... avx512f amx_tile")."""
+    flags: set[str] = set()
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("flags", "Features"):
+            flags.update(value.split())
+    return flags
+
+
+def wants_extra_bufts(cpuinfo: str, override: str | None = None) -> bool:
+    """Whether llama.cpp may use its extra buffer types (weight repacking, the AMX kernels):
+    not on a CPU with AMX (amx_tile / amx_int8 / amx_bf16), where 0.3.36 segfaults in its first
+    decode; `override` ("1" / "0", from CASELENS_LLM_EXTRA_BUFTS) decides when given."""
+    if override is not None and override.strip():
+        choice = override.strip().lower()
+        if choice not in _ON | _OFF:
+            raise ValueError(f"{ENV_EXTRA_BUFTS} must be 1 or 0, not {override!r}")
+        return choice in _ON
+    return not any(flag.startswith("amx") for flag in cpu_flags(cpuinfo))
+
+
+def _read_cpuinfo() -> str:
+    try:
+        return Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+    except OSError:  # not Linux: no AMX flag to find
+        return ""
+
+
+@contextmanager
+def _model_params(use_extra_bufts: bool):
+    """llama-cpp-python 0.3.36's `Llama()` takes no `use_extra_bufts`: it builds the model params
+    from `llama_model_default_params()` inside its constructor, so that call is wrapped while
+    the model loads."""
+    import llama_cpp.llama_cpp as bindings
+
+    default = bindings.llama_model_default_params
+
+    def params():
+        made = default()
+        made.use_extra_bufts = use_extra_bufts
+        return made
+
+    bindings.llama_model_default_params = params
+    try:
+        yield
+    finally:
+        bindings.llama_model_default_params = default
+
+
+def llama_cpp_model(model_path: str, n_ctx: int, n_threads: int, use_extra_bufts: bool):
+    """The default model factory: llama_cpp.Llama, with or without extra buffer types."""
+    from llama_cpp import Llama
+
+    with _model_params(use_extra_bufts):
+        llama = Llama(model_path=model_path, n_ctx=n_ctx, n_threads=n_threads, seed=0,
+                      verbose=False)
+    if llama.model_params.use_extra_bufts != use_extra_bufts:
+        raise RuntimeError("llama-cpp-python ignored use_extra_bufts: pin llama-cpp-python==0.3.36")
+    return llama
 
 
 def _chat_prompt(template: str, messages: list[dict]) -> str:
@@ -55,7 +127,13 @@ def finish_report(report: Report, cases, lang: str, cut: str | None) -> Report:
 class LlamaCppGenerator(Generator):
     def __init__(self, model_path: str | Path | None = None, model: str = DEFAULT_MODEL,
                  max_tokens: int = 320, max_seconds: float = 90.0, cases: int = 4,
-                 n_ctx: int = 4096, threads: int | None = None, support=None, **_):
+                 n_ctx: int = 4096, threads: int | None = None, support=None,
+                 isolate: bool = True, extra_bufts: bool | None = None,
+                 llama_factory: str | None = None, **_):
+        """`isolate`: run the model in a worker process (False: in this one). `extra_bufts`:
+        None decides from the CPU (off with AMX) and CASELENS_LLM_EXTRA_BUFTS. `llama_factory`:
+        `module:callable(model_path, n_ctx, n_threads, use_extra_bufts)` building the model
+        (default llama_cpp.Llama; tests give fakes, including ones that crash on purpose)."""
         super().__init__(support)
         self.model_path = Path(model_path) if model_path else None
         self.model = model
@@ -64,24 +142,54 @@ class LlamaCppGenerator(Generator):
         self.cases = cases
         self.n_ctx = n_ctx
         self.threads = threads or max(1, min(8, os.cpu_count() or 1))
-        self._llama = None
+        self.isolate = isolate
+        self.extra_bufts = extra_bufts
+        self.llama_factory = llama_factory
+        self._llama = None  # the model, when it runs in this process
+        self._worker: ModelWorker | None = None
         self.label = f"llm:{self.model_path.name if self.model_path else model}"
 
     def load(self):
+        """Load the model: in the worker process (returns the worker), or here when
+        `isolate=False` (returns the model)."""
+        if not self.isolate or self._llama is not None:
+            return self._load_here()
+        if self._worker is None:
+            options = dict(model_path=self._checked_path(), model=self.model, n_ctx=self.n_ctx,
+                           threads=self.threads, isolate=False, extra_bufts=self.extra_bufts,
+                           llama_factory=self.llama_factory)
+            self._worker = ModelWorker("generator.llm:LlamaCppGenerator", options,
+                                       warm="_load_here")
+        self._worker.start()
+        return self._worker
+
+    def _checked_path(self) -> Path | None:
+        """The GGUF file, checked here (installed, present, sha256) before a worker loads it."""
+        if self.llama_factory:
+            return self.model_path
+        import importlib.util
+
+        if importlib.util.find_spec("llama_cpp") is None:
+            raise ValueError("the llm generator needs llama-cpp-python: run "
+                             "`bash setup.sh --install-only` (or pip install "
+                             "'llama-cpp-python==0.3.36')")
+        path = self.model_path or packaged_gguf(self.model)
+        if not path.is_file():
+            raise FileNotFoundError(f"no GGUF model at {path}: give --llm-path FILE.gguf")
+        return path
+
+    def _load_here(self):
         if self._llama is None:
-            try:
-                from llama_cpp import Llama
-            except ImportError as err:
-                raise ValueError("the llm generator needs llama-cpp-python: run "
-                                 "`bash setup.sh --install-only` (or pip install "
-                                 "'llama-cpp-python==0.3.36')") from err
-            path = self.model_path or packaged_gguf(self.model)
-            if not path.is_file():
-                raise FileNotFoundError(f"no GGUF model at {path}: give --llm-path FILE.gguf")
+            path = self._checked_path()
+            extra = self.extra_bufts
+            if extra is None:
+                extra = wants_extra_bufts(_read_cpuinfo(), os.environ.get(ENV_EXTRA_BUFTS))
+            factory = resolve(self.llama_factory) if self.llama_factory else llama_cpp_model
             started = time.perf_counter()
-            self._llama = Llama(model_path=str(path), n_ctx=self.n_ctx, n_threads=self.threads,
-                                seed=0, verbose=False)
-            log.info("loaded %s in %.1f s", path.name, time.perf_counter() - started)
+            self._llama = factory(model_path=str(path) if path else None, n_ctx=self.n_ctx,
+                                  n_threads=self.threads, use_extra_bufts=extra)
+            log.info("loaded %s in %.1f s (extra buffer types %s)", path.name if path else
+                     self.llama_factory, time.perf_counter() - started, "on" if extra else "off")
         return self._llama
 
     def _generate(self, hits: list[Hit], query: Query, lang: str) -> Report:
@@ -128,32 +236,48 @@ class LlamaCppGenerator(Generator):
     def complete(self, system: str, user: str, prefill: str = "") -> tuple[str, str | None]:
         """The model's answer to one chat turn, and why it was cut (None when it finished).
         `prefill` starts the answer (e.g. the first section heading): it holds a small model
-        to the asked language and layout far better than instructions alone."""
-        llama = self.load()
+        to the asked language and layout far better than instructions alone.
+
+        Runs in the worker process unless the model is loaded here; raises GeneratorCrashed
+        when the worker dies (the next call starts a new one)."""
+        if self.isolate and self._llama is None:
+            worker = self.load()
+            # the worker's own bound is max_seconds of streaming; the prompt and a slow first
+            # token get the rest, and a worker silent past all of it is treated as dead
+            return worker.call("_complete_here", system, user, prefill, self.max_tokens,
+                               self.max_seconds, timeout=3 * self.max_seconds + 120)
+        return self._complete_here(system, user, prefill, self.max_tokens, self.max_seconds)
+
+    def _complete_here(self, system: str, user: str, prefill: str, max_tokens: int,
+                       max_seconds: float) -> tuple[str, str | None]:
+        llama = self._load_here()
         messages = [{"role": "system", "content": system}, {"role": "user", "content": user}]
         template = (getattr(llama, "metadata", None) or {}).get("tokenizer.chat_template")
         if template:
             prompt = _chat_prompt(template, messages) + prefill
-            stream = llama.create_completion(prompt, temperature=0.0, max_tokens=self.max_tokens,
+            stream = llama.create_completion(prompt, temperature=0.0, max_tokens=max_tokens,
                                              stream=True, seed=0, stop=_STOPS)
         else:  # no template in the file: llama-cpp's own chat formatting, no prefill
             prefill = ""
             stream = llama.create_chat_completion(messages, temperature=0.0, stream=True, seed=0,
-                                                  max_tokens=self.max_tokens)
-        deadline = time.perf_counter() + self.max_seconds
+                                                  max_tokens=max_tokens)
+        deadline = time.perf_counter() + max_seconds
         pieces, cut = [prefill], None
         for chunk in stream:
             choice = chunk["choices"][0]
             pieces.append(choice.get("text") or choice.get("delta", {}).get("content") or "")
             if choice.get("finish_reason") == "length":
-                cut = f"{self.max_tokens} tokens"
+                cut = f"{max_tokens} tokens"
             if choice.get("finish_reason") is None and time.perf_counter() > deadline:
-                cut = f"{self.max_seconds:g} s"
+                cut = f"{max_seconds:g} s"
                 stream.close()
                 break
         return "".join(pieces), cut
 
     def close(self) -> None:
+        if self._worker is not None:
+            self._worker.close()
+            self._worker = None
         if self._llama is not None:
             self._llama.close()
             self._llama = None

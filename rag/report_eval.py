@@ -13,15 +13,19 @@ retrieved reports would score) and a random training report.
 """
 from __future__ import annotations
 
+import logging
 import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from generator.base import GeneratorCrashed
 from generator.evidence import report_sections, report_sources
 from rag.building import read_records
-from rag.types import Record
+from rag.types import Record, Report
+
+log = logging.getLogger(__name__)
 
 SPLITS = ("test", "val", "train", "all")
 BASELINES = ("top1", "oracle", "random")
@@ -130,8 +134,9 @@ def evaluate_reports(corpus: str | Path, split: str = "test", lang: str = "en",
     pool = [reference_text(r) for r in pipeline.training_reports(session, lang)]
     rng = random.Random(seed)
     outputs: dict[str, list[str]] = {name: [] for name in (*generators, *BASELINES)}
-    stats = {name: {"sentences": 0, "unsupported": 0, "citation_errors": 0, "seconds": 0.0}
-             for name in generators}
+    stats = {name: {"sentences": 0, "unsupported": 0, "citation_errors": 0, "seconds": 0.0,
+                    "failed": 0} for name in generators}
+    failures: list[dict] = []  # drafts a crashed model worker never wrote (scored as empty)
     examples, retrieve_seconds = [], 0.0
     copies: dict[str, list[float]] = {name: [] for name in outputs}
     swap = _other_studies(items, every, rng) if shuffle_cases else None
@@ -160,8 +165,14 @@ def evaluate_reports(corpus: str | Path, split: str = "test", lang: str = "en",
             outputs["random"].append(rng.choice(pool) if pool else "")
             for name, writer in writers.items():
                 started = time.perf_counter()
-                report = writer.generate(hits, query, lang)
                 stat = stats[name]
+                try:
+                    report = writer.generate(hits, query, lang)
+                except GeneratorCrashed as exc:  # only its worker died: record it, go on
+                    log.warning("%s on %s: %s", name, item.image.id, exc)
+                    stat["failed"] += 1
+                    failures.append({"image": item.image.id, "generator": name, "error": str(exc)})
+                    report = Report(lang=lang, model=name)
                 stat["seconds"] += time.perf_counter() - started
                 stat["sentences"] += len(report.sentences())
                 stat["unsupported"] += report.unsupported
@@ -188,12 +199,12 @@ def evaluate_reports(corpus: str | Path, split: str = "test", lang: str = "en",
             stat = stats[name]
             systems[name].update(
                 unsupported_share=round(stat["unsupported"] / max(stat["sentences"], 1), 4),
-                citation_errors=stat["citation_errors"],
+                citation_errors=stat["citation_errors"], failed=stat["failed"],
                 seconds_per_report=round(stat["seconds"] / len(items), 3))
     return {"corpus": str(corpus), "formats": formats, "split": split, "lang": lang,
             "pairs": len(items), "index": str(index_dir), "k": k, "shuffled_cases": shuffle_cases,
             "retrieve_seconds": round(retrieve_seconds / len(items), 3),
-            "systems": systems, "examples": examples}
+            "systems": systems, "failures": failures, "examples": examples}
 
 
 def _copy_score(output: list[str], given: list[list[str]]) -> float:
@@ -243,4 +254,8 @@ def to_markdown(result: dict) -> str:
                 else ["-", "-", "-"])
         label = name if name not in BASELINES else f"*{name}*"
         lines.append(f"| {label} | " + " | ".join(row) + " |")
+    for name, scores in result["systems"].items():
+        if scores.get("failed"):
+            lines.append(f"\n{name}: {scores['failed']} of {result['pairs']} drafts failed (its "
+                         "model worker crashed; scored as empty reports)")
     return "\n".join(lines)

@@ -306,3 +306,52 @@ def test_cli_names_a_missing_llm_file_and_an_unknown_generator(tmp_path):
     result = runner.invoke(app, ["ask", "--text", "effusion", "--generator", "gpt9",
                                  "--index", str(tmp_path)])
     assert result.exit_code != 0 and "unknown generator 'gpt9'" in result.output
+
+
+# --- extra buffer types and AMX (llama.cpp #20824) ----------------------------------------
+
+SAPPHIRE_RAPIDS = ("processor\t: 0\nvendor_id\t: GenuineIntel\nflags\t\t: fpu sse2 avx2 avx512f "
+                   "avx512_bf16 amx_bf16 avx512_fp16 amx_tile amx_int8\n\n"
+                   "processor\t: 1\nflags\t\t: fpu sse2 avx2 avx512f amx_bf16 amx_tile amx_int8\n")
+SKYLAKE_SERVER = "processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512bw avx512vl\n"
+
+
+def test_extra_buffer_types_are_off_on_a_cpu_with_amx_only():
+    from generator.llm import cpu_flags, wants_extra_bufts
+
+    assert {"amx_tile", "amx_int8", "avx512f"} <= cpu_flags(SAPPHIRE_RAPIDS)
+    assert wants_extra_bufts(SAPPHIRE_RAPIDS) is False
+    assert wants_extra_bufts(SKYLAKE_SERVER) is True
+    assert wants_extra_bufts("flags : fpu amx_bf16\n") is False  # any AMX flag
+    assert wants_extra_bufts("") is True  # no /proc/cpuinfo (not Linux): no AMX found
+    assert wants_extra_bufts("Features : fp asimd sve\n") is True  # aarch64
+
+
+@pytest.mark.parametrize("override, expected", [("1", True), ("0", False), ("on", True),
+                                                ("false", False), ("", False), (None, False)])
+def test_the_environment_overrides_the_cpus_choice(override, expected):
+    from generator.llm import wants_extra_bufts
+
+    assert wants_extra_bufts(SAPPHIRE_RAPIDS, override) is expected
+    if override:
+        assert wants_extra_bufts(SKYLAKE_SERVER, override) is expected
+
+
+def test_a_bad_override_says_what_to_give():
+    from generator.llm import ENV_EXTRA_BUFTS, wants_extra_bufts
+
+    with pytest.raises(ValueError, match=f"{ENV_EXTRA_BUFTS} must be 1 or 0, not 'maybe'"):
+        wants_extra_bufts(SKYLAKE_SERVER, "maybe")
+
+
+def test_the_model_params_carry_the_choice_while_the_model_loads():
+    pytest.importorskip("llama_cpp", reason="llama-cpp-python not installed")
+    import llama_cpp.llama_cpp as bindings
+
+    from generator.llm import _model_params
+
+    default = bindings.llama_model_default_params
+    assert default().use_extra_bufts is True  # llama.cpp's own default
+    with _model_params(False):
+        assert bindings.llama_model_default_params().use_extra_bufts is False
+    assert bindings.llama_model_default_params is default
