@@ -1,8 +1,10 @@
 """Folders of DICOM files (a PACS export): image records from the objects with pixel data.
 
 A multi-slice series is indexed by a few representative slices that keep the series link.
-Only non-identifying header fields are read into records; study and series UIDs are hashed,
-since a UID can be traced back to a patient.
+Only non-identifying header fields are read into records; the descriptions people type are
+scrubbed of identifiers (phi.py) and the change is noted as a problem; record ids, study and
+series come from hashed UIDs, since a UID can be traced back to a patient, and never from a
+file name (PACS exports name files after patients).
 """
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ from pathlib import Path
 
 from corpora.base import CorpusReader, register_reader
 from corpora.readers._util import hashed
+from corpora.readers.phi import REMOVED, header_identifiers, scrub
 from rag.images import DICOM_SUFFIXES, is_dicom
 from rag.types import Problem, Record, stable_id
 
@@ -23,6 +26,7 @@ MODALITIES = {"CR": "xray", "DX": "xray", "DR": "xray", "RG": "xray", "MG": "xra
 PIXEL_TAGS = (0x7FE00010, 0x7FE00008, 0x7FE00009)  # PixelData, Float, DoubleFloat
 DESCRIBE = ("Modality", "BodyPartExamined", "StudyDescription", "SeriesDescription",
             "ViewPosition")
+PROSE = ("StudyDescription", "SeriesDescription")  # typed by people; the rest are codes
 
 
 MAX_SLICES = 3  # representative slices indexed per multi-slice series
@@ -36,6 +40,7 @@ BODY_WORDS = (("spine", ("spine", "lumbar", "sacr", "vertebra")),
 
 
 def body_part(ds) -> str:
+    """From a header, or the mapping of its scrubbed fields (anything with `get`)."""
     stated = str(ds.get("BodyPartExamined", "") or "").strip().lower().replace(" ", "-")
     if stated:
         return {"thorax": "chest", "skull": "head", "brain": "head", "abd": "abdomen"}.get(
@@ -88,9 +93,24 @@ def frames(record: Record, count: int) -> Iterator[Record]:
     """A multi-frame object is indexed by a few of its frames, each an image record that
     names its frame (the image loader decodes that one)."""
     for index in picks(count):
-        yield replace(record, id=stable_id("dicom", record.image, f"frame-{index}"),
+        yield replace(record, id=f"{record.id}/frame-{index}",
                       meta={**record.meta, "frame": index, "series_size": count,
                             "slice_index": index})
+
+
+def described(ds) -> tuple[dict[str, str], list[str]]:
+    """The DESCRIBE fields scrubbed of identifiers (phi.py), and the names of those that
+    held some: a description keeps the rest of its words, a code that held one is dropped."""
+    identifiers = header_identifiers(ds)
+    words, scrubbed = {}, []
+    for name in DESCRIBE:
+        value = str(ds.get(name, "") or "").strip()
+        words[name] = scrub(value, identifiers)
+        if words[name] != value:
+            scrubbed.append(name)
+            if name not in PROSE or not words[name].replace(REMOVED, "").strip(" ;,:-^"):
+                words[name] = ""
+    return words, scrubbed
 
 
 def _files(root: Path) -> Iterator[Path]:
@@ -113,13 +133,15 @@ class DicomReader(CorpusReader):
 
         series: dict[str, list[tuple[tuple, Record]]] = defaultdict(list)
         for path in _files(self.root):
+            rel = path.relative_to(self.root).as_posix()
+            if why := self.outside(rel):
+                yield Problem(rel, why)
+                continue
             if not is_dicom(path):
                 if path.suffix.lower() in DICOM_SUFFIXES:  # named DICOM, but empty or damaged
-                    yield Problem(path.relative_to(self.root).as_posix(),
-                                  "not a readable DICOM file (empty, or no DICM preamble: "
-                                  "damaged or cut short)")
+                    yield Problem(rel, "not a readable DICOM file (empty, or no DICM preamble: "
+                                       "damaged or cut short)")
                 continue
-            rel = path.relative_to(self.root).as_posix()
             try:
                 ds = pydicom.dcmread(path, defer_size="1 KB")
             except (InvalidDicomError, OSError, EOFError, ValueError) as err:
@@ -128,19 +150,25 @@ class DicomReader(CorpusReader):
             if not any(tag in ds for tag in PIXEL_TAGS):
                 yield Problem(rel, _no_pixels(ds))
                 continue
+            words, scrubbed = described(ds)
+            if scrubbed:
+                yield Problem(rel, f"identifiers removed from {', '.join(scrubbed)}: kept, "
+                                   "with the rest of the text")
             modality = MODALITIES.get(str(ds.get("Modality", "")).upper(), "other")
-            body = body_part(ds)
+            body = body_part(words)
             study_uid = str(ds.get("StudyInstanceUID", "")) or rel
             syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
-            text = "; ".join(f"{name}: {ds.get(name)}" for name in DESCRIBE if ds.get(name))
+            text = "; ".join(f"{name}: {words[name]}" for name in DESCRIBE if words.get(name))
             meta = {"series": hashed(str(ds.get("SeriesInstanceUID", "")) or rel),
-                    "view_position": str(ds.get("ViewPosition", "")),
+                    "view_position": words.get("ViewPosition", ""),
                     "photometric": str(ds.get("PhotometricInterpretation", "")),
                     "frames": int(ds.get("NumberOfFrames", 1) or 1),
                     "rows": int(ds.get("Rows", 0) or 0), "cols": int(ds.get("Columns", 0) or 0),
                     "transfer_syntax": syntax.name if syntax else "",
                     "split_group": hashed(study_uid)}
-            record = Record(stable_id("dicom", rel), "image", modality=modality, body_part=body,
+            instance = str(ds.get("SOPInstanceUID", "") or "")
+            own = hashed(f"uid:{instance}" if instance else f"path:{rel}")
+            record = Record(stable_id("dicom", own), "image", modality=modality, body_part=body,
                             domain=f"{body}-{modality}", text=text, image=rel,
                             study=f"dicom:{hashed(study_uid)}", source="dicom", meta=meta,
                             root=str(self.root))

@@ -1,4 +1,8 @@
-"""Image and DICOM decoding on real files from pydicom-data, and on broken ones."""
+"""Image and DICOM decoding on real files from pydicom-data, on broken ones, and on ones too
+large to decode (the pixel cap)."""
+import struct
+import warnings
+import zlib
 from importlib.metadata import PackageNotFoundError, distribution
 
 import numpy as np
@@ -8,7 +12,7 @@ from PIL import Image
 from pydicom.dataset import FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
-from rag.images import ImageError, is_dicom, load_image
+from rag.images import ImageError, check_image, is_dicom, load_image, load_image_bytes
 
 
 def dicom_data(name: str):
@@ -75,3 +79,72 @@ def test_sixteen_bit_png_is_scaled_not_clipped(tmp_path):
     Image.fromarray(arr).save(tmp_path / "x.png")
     out = np.asarray(load_image(tmp_path / "x.png").convert("L"))
     assert out.min() == 0 and out.max() == 255
+
+
+# -- the pixel cap and bounded decoding --------------------------------------------------------
+
+def png_bomb(width: int, height: int) -> bytes:
+    """A real bilevel PNG of width x height zero pixels: a few hundred KB on disk, gigabytes once
+    decoded (zlib compresses runs of zeros about a thousand to one)."""
+    def chunk(tag: bytes, data: bytes) -> bytes:
+        return (struct.pack(">I", len(data)) + tag + data
+                + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF))
+
+    row = b"\0" * (1 + (width + 7) // 8)
+    packer = zlib.compressobj(9)
+    data = [packer.compress(row * 1000) for _ in range(height // 1000)]
+    data += [packer.compress(row * (height % 1000)), packer.flush()]
+    header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", b"".join(data))
+            + chunk(b"IEND", b""))
+
+
+@pytest.fixture(scope="module")
+def bomb(tmp_path_factory):
+    path = tmp_path_factory.mktemp("bomb") / "bomb.png"
+    path.write_bytes(png_bomb(40_000, 40_000))
+    return path
+
+
+OVER = r"is 40000 x 40000 \(1600 megapixels\), over the limit of 200 megapixels"
+
+
+def test_a_decompression_bomb_is_refused_from_its_header_in_every_reader(bomb):
+    assert bomb.stat().st_size < 300_000
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # not even PIL's DecompressionBombWarning
+        for read in (load_image, check_image, lambda p: load_image_bytes(p.read_bytes())):
+            with pytest.raises(ImageError, match=OVER):
+                read(bomb)
+
+
+def test_a_dicom_frame_over_the_cap_is_refused_before_its_pixels_are_read(tmp_path):
+    path = tmp_path / "huge.dcm"
+    ds = pydicom.dcmread(dicom_data("MR2_UNCI.dcm"))
+    ds.Rows = ds.Columns = 20_000  # the header lies; the pixel data is the small original
+    ds.save_as(path)
+    for read in (load_image, check_image, lambda p: load_image_bytes(p.read_bytes())):
+        with pytest.raises(ImageError, match=r"20000 x 20000 \(400 megapixels\), over the limit"):
+            read(path)
+    assert load_image(dicom_data("MR2_UNCI.dcm"), max_pixels=1024 * 1024)  # 1024 x 1024 is fine
+    with pytest.raises(ImageError, match="over the limit of 0.01 megapixels"):
+        load_image(dicom_data("MR2_UNCI.dcm"), max_pixels=10_000)
+
+
+@pytest.mark.parametrize("suffix,mode", [(".png", "L"), (".png", "1"), (".jpg", "RGB"),
+                                         (".tif", "I;16")])
+def test_a_large_image_is_decoded_small(tmp_path, suffix, mode):
+    arr = (np.indices((900, 1200)).sum(0) % 256).astype(np.uint16 if mode == "I;16" else np.uint8)
+    path = tmp_path / f"big{suffix}"
+    Image.fromarray(arr).convert(mode if mode != "I;16" else "I;16").save(path)
+    img = load_image(path, max_side=256)
+    assert img.mode == "RGB" and max(img.size) <= 256 and min(img.size) >= 150
+    assert load_image(path, max_side=None).size == (1200, 900)
+
+
+def test_a_large_dicom_frame_is_decoded_small_and_keeps_its_contrast():
+    path = dicom_data("RG1_UNCI.dcm")
+    full, small = load_image(path, max_side=None), load_image(path, max_side=300)
+    assert max(small.size) <= 300 < max(full.size)
+    shrunk = np.asarray(full.convert("L").resize(small.size, Image.BOX), dtype=np.float32)
+    assert np.corrcoef(shrunk.ravel(), np.asarray(small.convert("L")).ravel())[0, 1] > 0.95
