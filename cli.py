@@ -51,6 +51,9 @@ corpus_app = typer.Typer(no_args_is_help=True, help="Look at corpus folders.")
 app.add_typer(corpus_app, name="corpus")
 eval_app = typer.Typer(no_args_is_help=True, help="Measure how well caselens retrieves and reports.")
 app.add_typer(eval_app, name="eval")
+translations_app = typer.Typer(no_args_is_help=True,
+                               help="The user-level translation memory every index's ask reads.")
+app.add_typer(translations_app, name="translations")
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
 
@@ -173,8 +176,10 @@ def _session(index_dir: Path, encoder: str | None, backend: str | None, route: b
     return _run(lambda: pipeline.open_session(index_dir, encoder, backend, route=route, **generator))
 
 
-GENERATOR_OPT = typer.Option("grounded", "--generator", "-g",
-                             help="Who writes the report: grounded (extractive, no model; fast), "
+GENERATOR_OPT = typer.Option("auto", "--generator", "-g",
+                             help="Who writes the report: auto (grounded; when no case speaks "
+                                  "--lang, its sentences translated by the translation memory, "
+                                  "then the local LLM), grounded (extractive, no model; fast), "
                                   "llm (the packaged Qwen2.5 GGUF via llama-cpp, or --llm-path), "
                                   "vlm (a transformers vision-language model at --vlm-path), "
                                   "mllm (our fine-tuned image + cases -> Qwen2.5 model, --mllm).")
@@ -205,7 +210,7 @@ def generator_options(name: str, llm_path: Path | None, vlm_path: str | None,
 
     if name not in generator_names():
         fail(f"unknown generator {name!r}: choose from {', '.join(generator_names())}")
-    if name == "llm":
+    if name in ("llm", "auto"):  # auto translates with the llm
         if llm_path is not None and not llm_path.is_file():
             fail(f"--llm-path {llm_path} is not a file: give a .gguf model file")
         return {"model_path": llm_path, "model": llm_model, "max_tokens": max_tokens,
@@ -681,6 +686,29 @@ def eval_report(
             progress=lambda done, total: bar.update(task, completed=done, total=total),
             shuffle_cases=shuffle_cases))
     _show(result, to_markdown(result), out_file, as_json)
+
+
+@translations_app.command("add")
+def translations_add(
+    corpora: list[Path] = typer.Argument(..., exists=True, file_okay=False,
+                                         help="Corpus folders with zh / en report pairs."),
+    memory: Path | None = typer.Option(None, help="Memory file (default: CASELENS_TRANSLATIONS "
+                                                  "or ~/.cache/caselens/translation_memory.sqlite)."),
+    as_json: bool = JSON_OPT,
+):
+    """Align the Chinese and English reports of bilingual corpora (COV-CTR, Open-i zh/en) by
+    sentence and add them to the translation memory `ask --lang zh` uses on any index.
+
+    Example: python cli.py translations add ../shared/data/cov-ctr ../shared/data/openi-iu-xray
+    """
+    from rag import pipeline
+
+    counts = _run(lambda: pipeline.add_translations(list(corpora), memory))
+    if as_json:
+        out.print_json(json.dumps(counts))
+        return
+    out.print(f"{counts['aligned']} sentence pair(s) aligned, {counts['added']} new; the memory "
+              f"holds {counts['total']}", markup=False)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,8 @@ from rag.types import Hit, Query, Report
 GENERATORS: dict[str, type[Generator]] = {}
 register_generator = registrar(GENERATORS)
 # backends live in their own modules and register themselves when imported
-_MODULES = {"grounded": "generator.composer", "composer": "generator.composer",
+_MODULES = {"auto": "generator.auto",
+            "grounded": "generator.composer", "composer": "generator.composer",
             "llm": "generator.llm", "vlm": "generator.vlm", "mllm": "generator.mllm"}
 
 

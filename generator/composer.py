@@ -22,6 +22,7 @@ from pathlib import Path
 
 from generator.base import Generator, register_generator
 from generator.evidence import SECTIONS, has_cjk, report_sections, report_sources, split_sentences
+from generator.placeholders import has_placeholder, redact
 from rag.clinical_labels import NO_FINDING, label_report
 from rag.negation import sentence_polarity
 from rag.types import Hit, Query, Record, Report, Sentence
@@ -148,7 +149,10 @@ class GroundedComposer(Generator):
         if best < self.low_confidence:
             report.warnings.insert(0, words["low_confidence"].format(
                 score=best, threshold=self.low_confidence))
-        clusters, resolved = _resolve_contradictions(self._cluster(sources))
+        found, redacted = self._cluster(sources)
+        clusters, resolved = _resolve_contradictions(found)
+        if redacted:
+            report.warnings.append(words["placeholders"].format(count=redacted))
         if resolved:
             report.warnings.append(words["contradictions"].format(count=resolved))
         single = 0
@@ -165,13 +169,19 @@ class GroundedComposer(Generator):
             report.warnings.append(words["single_source"].format(count=single))
         return report
 
-    def _cluster(self, sources: list[tuple[Record, float]]) -> list[_Cluster]:
+    def _cluster(self, sources: list[tuple[Record, float]]) -> tuple[list[_Cluster], int]:
+        """The sources' sentences clustered, and how many held a de-identification placeholder
+        (generator/placeholders.py: the clause, or the sentence, is left out)."""
         clusters: list[_Cluster] = []
+        redacted = 0
         ranked = sorted(sources, key=lambda item: -item[1])
         for rank, (record, weight) in enumerate(ranked):
             sections = report_sections(record)
             for section in SECTIONS:
-                for index, sentence in enumerate(split_sentences(sections.get(section, ""))):
+                for index, quoted in enumerate(split_sentences(sections.get(section, ""))):
+                    redacted += has_placeholder(quoted)
+                    if not (sentence := redact(quoted)):
+                        continue
                     labels = {k: v for k, v in label_report(sentence).items() if k != NO_FINDING}
                     new = _Cluster(section, sentence, _tokens(sentence),
                                    sentence_polarity(sentence), labels, (rank, index))
@@ -180,7 +190,7 @@ class GroundedComposer(Generator):
                     if match is None:
                         clusters.append(match := new)
                     match.cites.setdefault(record.id, weight)
-        return clusters
+        return clusters, redacted
 
     def _select(self, clusters: list[_Cluster], section: str, budget: float) -> list[_Cluster]:
         """The heaviest clusters, up to the section's limit, none lighter than `min_share` of

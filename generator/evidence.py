@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from generator.placeholders import has_placeholder, redact, redact_text
 from rag.types import Hit, Record, Report, Sentence
 
 SECTIONS = ("findings", "impression")
@@ -52,8 +53,11 @@ class Case:
     image: str | None = None
 
     def text(self) -> str:
+        """The case's report as a prompt shows it: de-identification placeholders left out, so
+        that a model never learns to copy them."""
         sections = report_sections(self.record)
-        return " ".join(sections[name] for name in SECTIONS if name in sections)
+        text = " ".join(sections[name] for name in SECTIONS if name in sections)
+        return redact_text(text, split_sentences)[0]
 
 
 def report_sources(hits: list[Hit], lang: str | None) -> list[tuple[Record, float, Hit]]:
@@ -146,10 +150,14 @@ def read_report(text: str, cases: list[Case], lang: str, model: str) -> Report:
     cite. Citations of a number with no case are listed in `report.errors`."""
     by_number = {case.number: case.record.id for case in cases}
     report = Report(lang=lang, model=model)
+    redacted = 0
     for section, sentences in split_output(text).items():
         out = []
         for raw in sentences:
             clean, numbers = parse_citations(raw)
+            if has_placeholder(clean):
+                redacted += 1
+                clean = redact(clean) or ""
             if not clean or not re.search(r"\w", clean):
                 continue
             bad = [n for n in numbers if n not in by_number]
@@ -165,7 +173,15 @@ def read_report(text: str, cases: list[Case], lang: str, model: str) -> Report:
                 out.append(Sentence(clean, cites))
         if out:
             report.sections[section] = out
+    if redacted:
+        report.warnings.append(placeholder_warning(lang, redacted))
     return report
+
+
+def placeholder_warning(lang: str, count: int) -> str:
+    from generator.composer import phrases  # the composer imports this module
+
+    return phrases(lang)["placeholders"].format(count=count)
 
 
 def _words(text: str) -> set[str]:

