@@ -147,6 +147,7 @@ class LlamaCppGenerator(Generator):
         self.llama_factory = llama_factory
         self._llama = None  # the model, when it runs in this process
         self._worker: ModelWorker | None = None
+        self.last_decode: dict | None = None  # the last answer's tokens and seconds, when here
         self.label = f"llm:{self.model_path.name if self.model_path else model}"
 
     def load(self):
@@ -261,18 +262,33 @@ class LlamaCppGenerator(Generator):
             prefill = ""
             stream = llama.create_chat_completion(messages, temperature=0.0, stream=True, seed=0,
                                                   max_tokens=max_tokens)
-        deadline = time.perf_counter() + max_seconds
-        pieces, cut = [prefill], None
+        started = time.perf_counter()
+        deadline = started + max_seconds
+        pieces, cut, tokens, first = [prefill], None, 0, None
         for chunk in stream:
             choice = chunk["choices"][0]
-            pieces.append(choice.get("text") or choice.get("delta", {}).get("content") or "")
+            piece = choice.get("text") or choice.get("delta", {}).get("content") or ""
+            if piece:  # llama-cpp streams one chunk per generated token
+                tokens += 1
+                first = first or time.perf_counter()
+            pieces.append(piece)
             if choice.get("finish_reason") == "length":
                 cut = f"{max_tokens} tokens"
             if choice.get("finish_reason") is None and time.perf_counter() > deadline:
                 cut = f"{max_seconds:g} s"
                 stream.close()
                 break
+        ended = time.perf_counter()
+        self.last_decode = {"tokens": tokens, "prompt_seconds": (first or ended) - started,
+                            "decode_seconds": ended - (first or ended)}
         return "".join(pieces), cut
+
+    def decode_stats(self) -> dict | None:
+        """The last answer's generated tokens, seconds to its first token (the prompt) and
+        seconds after it (what tokens/s is measured on), wherever the model runs."""
+        if self.isolate and self._llama is None:
+            return self._worker.call("decode_stats") if self._worker is not None else None
+        return self.last_decode
 
     def close(self) -> None:
         if self._worker is not None:

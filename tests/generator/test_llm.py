@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import time
 
@@ -283,6 +284,24 @@ def test_real_model_writes_a_cited_report(real_llm, lang):
         log.warning("model error: %s", error)
     if lang == "zh":
         assert any("\u4e00" <= ch <= "\u9fff" for ch in out.text()), out.text()
+
+
+@pytest.mark.slow
+def test_real_model_runs_in_its_worker_and_loads_without_extra_buffer_types(real_llm):
+    from generator.llm import llama_cpp_model
+
+    assert real_llm._llama is None and real_llm._worker.alive  # generation ran in the worker
+    assert real_llm._worker.pid != os.getpid()
+    stats = real_llm.decode_stats()
+    assert stats is None or stats["tokens"] >= 0
+    # what the AMX fix does, here in this process: the params carry the choice, decode runs
+    llama = llama_cpp_model(str(real_llm.model_path), n_ctx=256, n_threads=2,
+                            use_extra_bufts=False)
+    try:
+        assert llama.model_params.use_extra_bufts is False
+        assert llama("Findings:", max_tokens=4)["choices"][0]["text"]
+    finally:
+        llama.close()
 
 
 def test_a_sentence_quoted_without_citation_is_cited_by_its_words():
