@@ -18,12 +18,29 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from corpora.base import CorpusReader, register_reader
-from rag.images import is_image_file
+from rag.images import DICOM_SUFFIXES, is_image_file
 from corpora.readers._util import hashed
 from rag.types import KINDS, Problem, Record, stable_id
 
 FIELDS = ("modality", "body_part", "domain", "lang", "license")
 MANIFEST = "manifest.jsonl"
+SCALARS = (str, int, float)  # a field may be a number ("study": 12) but never a list or object
+
+
+def invalid(item: dict) -> str:
+    """Why a manifest line or sidecar object cannot be read ("" when it can): wrong types are
+    told field by field, so that one bad line is a listed problem, not a failed build."""
+    for name in ("image", "text", "report"):
+        value = item.get(name)
+        if value is not None and not isinstance(value, str):
+            return f"\"{name}\" must be a string, not {json.dumps(value)[:40]}"
+    if item.get("meta") is not None and not isinstance(item["meta"], dict):
+        return f"\"meta\" must be an object {{...}}, not {json.dumps(item['meta'])[:40]}"
+    for name in (*FIELDS, "study", "id", "kind", "patient_group"):
+        value = item.get(name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, SCALARS)):
+            return f"\"{name}\" must be a string, not {json.dumps(value)[:40]}"
+    return ""
 
 
 def _first_object(path: Path) -> dict | None:
@@ -36,6 +53,12 @@ def _first_object(path: Path) -> dict | None:
     except (OSError, ValueError):
         return None
     return None
+
+
+def _named(image: str) -> str:
+    """What an image's ids and default study are made from: its path, or for a DICOM file a
+    hash of it (PACS exports name files after patients; the dicom reader does the same)."""
+    return hashed(f"path:{image}") if Path(image).suffix.lower() in DICOM_SUFFIXES else image
 
 
 def _images(root: Path) -> list[Path]:
@@ -57,6 +80,9 @@ class GenericReader(CorpusReader):
     def read(self) -> Iterator[Record | Problem]:
         self._texts: dict[str, str] = {}  # text record id -> where it was first read
         if (self.root / MANIFEST).is_file():
+            if why := self.outside(MANIFEST):
+                yield Problem(MANIFEST, why)
+                return
             yield from self._manifest()
         else:
             yield from self._sidecars()
@@ -68,17 +94,20 @@ class GenericReader(CorpusReader):
         image, text = item.get("image"), str(item.get("text") or item.get("report") or "").strip()
         base = dict(study=study, source="generic", meta=dict(item.get("meta") or {}), **fields)
         base["meta"].setdefault("split_group", str(item.get("patient_group") or study))
-        if image:
+        if image and (why := self.outside(image)):
+            yield Problem(key, f"image {image!r} is {why}")
+            image = None
+        elif image:
             if not (self.root / image).is_file():
                 yield Problem(str(image), "image listed in the corpus is missing")
             else:
-                yield Record(stable_id("generic", str(image)), "image", image=str(image),
+                yield Record(stable_id("generic", _named(image)), "image", image=str(image),
                              root=str(self.root), **{**base, "lang": ""})
         if text:
             kind = item.get("kind") if item.get("kind") in KINDS[1:] else "report"
             # an id that survives edits elsewhere in the manifest (a line number would not),
             # so that re-indexing a grown corpus finds the records it already has
-            own = str(image) if image else hashed(
+            own = _named(image) if image else hashed(
                 f"{item.get('study') or ''}\0{fields.get('lang', '')}\0{kind}\0{text}")
             record_id = str(item.get("id") or stable_id("generic", own, "text"))
             if record_id in self._texts:
@@ -102,7 +131,14 @@ class GenericReader(CorpusReader):
                 except ValueError as err:
                     yield Problem(where, f"not valid JSON: {err}")
                     continue
-                if not isinstance(item, dict) or not (item.get("image") or item.get("text")):
+                if not isinstance(item, dict):
+                    yield Problem(where, "a line must be a JSON object {...}, not a "
+                                         f"{type(item).__name__}")
+                    continue
+                if why := invalid(item):
+                    yield Problem(where, why)
+                    continue
+                if not (item.get("image") or item.get("text")):
                     yield Problem(where, "a line needs an \"image\" or a \"text\"")
                     continue
                 yield from self._record(item, where, str(item.get("study") or where))
@@ -112,15 +148,20 @@ class GenericReader(CorpusReader):
             rel = path.relative_to(self.root).as_posix()
             item: dict = {"image": rel}
             txt, side = path.with_suffix(".txt"), path.with_suffix(".json")
+            bad = side if side.is_file() else txt
             try:
+                if (side.is_file() or txt.is_file()) and (why := self.outside(
+                        bad.relative_to(self.root))):
+                    raise ValueError(why)
                 if side.is_file():
                     data = json.loads(side.read_text(encoding="utf-8"))
                     if not isinstance(data, dict):
                         raise ValueError("sidecar JSON must be an object")
+                    if why := invalid(data):
+                        raise ValueError(why)
                     item.update({k: v for k, v in data.items() if k != "image"})
                 elif txt.is_file():
                     item["text"] = txt.read_text(encoding="utf-8")
             except (OSError, ValueError) as err:
-                bad = side if side.is_file() else txt
                 yield Problem(bad.relative_to(self.root).as_posix(), f"unreadable sidecar: {err}")
-            yield from self._record(item, rel, str(item.get("study") or rel))
+            yield from self._record(item, rel, str(item.get("study") or _named(rel)))

@@ -147,3 +147,12 @@ def test_the_fixture_dicom_folder_is_read_as_before(tmp_path):
         shutil.copy(get_testdata_file(name), root / name)
     records, problems = read(root)
     assert len(records) == 2 and not problems
+
+
+def test_a_dicom_in_the_generic_layout_gets_a_hashed_id_and_study(tmp_path):
+    root = tmp_path / "own"
+    phi_dicom(root / "scans" / FILE_NAME)
+    (root / "scans" / FILE_NAME).with_suffix(".txt").write_text("Clear lungs.")
+    records, _ = read(root)
+    assert len(records) == 2
+    assert_no_identifiers(records)
