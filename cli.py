@@ -389,6 +389,10 @@ def serve(
     api_key: str | None = typer.Option(None, envvar="CASELENS_API_KEY",
                                        help="Require this key in the X-API-Key header of /v1 calls."),
     max_upload_mb: float = typer.Option(20, help="Largest accepted upload."),
+    max_waiting: int = typer.Option(16, min=0, help="Requests that may wait behind the one "
+                                                    "being served; more get 503 + Retry-After."),
+    max_text_chars: int = typer.Option(2000, min=1, help="Longest search text or question "
+                                                         "(longer: 413)."),
     generator: str = GENERATOR_OPT,
     llm_path: Path | None = LLM_PATH_OPT,
     vlm_path: str | None = VLM_PATH_OPT,
@@ -398,8 +402,9 @@ def serve(
 ):
     """Serve the HTTP API and the web page over an index.
 
-    POST /v1/search, POST /v1/ask, GET /v1/records/{id}[/thumbnail], GET /healthz, /readyz;
-    OpenAPI docs at /docs; the web page at /.
+    POST /v1/search, POST /v1/ask, GET /v1/records/{id}[/thumbnail], POST /v1/admin/reload,
+    GET /healthz, /readyz; OpenAPI docs at /docs; the web page at /. A rebuilt index
+    (`python cli.py index` on the same folder) is picked up before the next request.
 
     Example: python cli.py serve --index indexes/default  then open http://127.0.0.1:8000/
     """
@@ -411,7 +416,8 @@ def serve(
         err.print(f"[yellow]warning:[/] serving on {host} without an API key: anyone who can "
                   "reach this port can query the index (set --api-key or CASELENS_API_KEY)")
     settings = Settings(index=index_dir, backend=backend, api_key=api_key,
-                        max_upload_bytes=int(max_upload_mb * 1024 * 1024), generator=generator,
+                        max_upload_bytes=int(max_upload_mb * 1024 * 1024),
+                        max_waiting=max_waiting, max_text_chars=max_text_chars, generator=generator,
                         generator_options=generator_options(generator, llm_path, vlm_path,
                                                             max_tokens, None, llm_model, mllm))
     logging.getLogger("caselens.api").setLevel(logging.INFO)

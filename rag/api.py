@@ -2,23 +2,25 @@
 
 `create_app(settings)` builds a FastAPI app; the index, encoder and generator are loaded once
 in the lifespan and shared by every request. Only `rag.pipeline` is called. Requests are
-served one at a time against the shared models (the encoder, SQLite and the embedded Qdrant
-store are not made for concurrent use); up to `max_waiting` more wait their turn, beyond that
-the answer is 503 with Retry-After. No request field is ever used as a file-system path.
+served one at a time, off the event loop, by one worker thread (rag/api_service.py: the encoder,
+SQLite and the embedded Qdrant store are not made for concurrent use); up to `max_waiting`
+more wait their turn, beyond that the answer is 503 with Retry-After, and /healthz answers
+whatever the worker is doing. What can be refused from the headers (API key, size, a full
+queue) is refused before the body is read (rag/api_guard.py). No request field is ever used
+as a file-system path.
 """
 from __future__ import annotations
 
-import hmac
 import io
 import logging
-import threading
+import re
 import time
-from contextlib import asynccontextmanager, contextmanager
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, File, Form, Request, UploadFile
+from fastapi import FastAPI, File, Form, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
@@ -26,12 +28,14 @@ from PIL import Image
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from generator.base import GeneratorCrashed
 from rag import pipeline
+from rag.api_guard import RequestGuard
+from rag.api_service import ApiError, Service
 from rag.images import ImageError, load_image, load_image_bytes
 
 log = logging.getLogger("caselens.api")
 WEB = Path(__file__).parent / "web"
-FORM_OVERHEAD = 64 * 1024  # room for the form's other fields around an upload
 KINDS_HELP = "reports, images, guidelines or qa (several: repeat the field)"
 
 
@@ -43,15 +47,11 @@ class Settings:
     max_upload_bytes: int = 20 * 1024 * 1024
     max_pixels: int = 50_000_000
     max_waiting: int = 16  # requests queued behind the one being served
+    max_text_chars: int = 2000  # a search text or question, in characters...
+    max_text_words: int = 1000  # ...and in words (a Chinese character counts as one)
     thumbnail_px: int = 256
     generator: str = "auto"  # who writes /v1/ask's reports (loaded once at start)
     generator_options: dict[str, Any] = field(default_factory=dict)  # e.g. {"model_path": ...}
-
-
-class ApiError(Exception):
-    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None):
-        super().__init__(message)
-        self.status, self.message, self.headers = status, message, headers or {}
 
 
 # --- response models (the OpenAPI schema) -------------------------------------------------
@@ -139,66 +139,32 @@ class ErrorOut(BaseModel):
 
 
 ERRORS = {code: {"model": ErrorOut} for code in (400, 401, 404, 413, 422, 503)}
+# one word of Latin-script text, or one Chinese character (what the text limit counts)
+WORD = re.compile(r"[\u3400-\u9fff]|[^\W\u3400-\u9fff]+")
 
 
 # --- the app --------------------------------------------------------------------------------
 
-class _Gate:
-    """One request at a time on the shared session, at most `waiting` more queued."""
-
-    def __init__(self, waiting: int):
-        self.lock = threading.Lock()
-        self.slots = threading.BoundedSemaphore(waiting + 1)
-
-    @contextmanager
-    def turn(self):
-        if not self.slots.acquire(blocking=False):
-            raise ApiError(503, "the server is busy: retry in a few seconds",
-                           {"Retry-After": "2"})
-        try:
-            with self.lock:
-                yield
-        finally:
-            self.slots.release()
-
-
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
-    state: dict[str, Any] = {"session": None, "error": "the index is still loading"}
+    service = Service(settings)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI):
-        try:
-            state["session"] = pipeline.open_session(
-                settings.index, backend=settings.backend, generator=settings.generator,
-                generator_options=settings.generator_options)
-            state["error"] = None
-            log.info("serving index %s", settings.index)
-        except pipeline.USER_ERRORS as err:  # stay up: /readyz says what is wrong
-            state["error"] = str(err)
-            log.error("index not loaded: %s", err)
+        try:  # opened on the worker thread, the one that will use it
+            await service.worker.call(service.open)
+        except pipeline.USER_ERRORS:  # stay up: /readyz says what is wrong
+            pass
         yield
-        if state["session"] is not None:
-            state["session"].close()
+        await service.worker.call(service.close)
+        service.worker.shutdown()
 
     app = FastAPI(title="caselens", version="0.1.0", lifespan=lifespan,
                   description="Cross-modal retrieval over medical images, reports and guidelines, "
                               "and grounded reports in English or Chinese that cite the cases.")
-    gate = _Gate(settings.max_waiting)
-
-    def session() -> pipeline.Session:
-        if state["session"] is None:
-            raise ApiError(503, f"index not ready: {state['error']}")
-        return state["session"]
-
-    def authorised(request: Request) -> None:
-        if settings.api_key is None:
-            return
-        given = request.headers.get("x-api-key", "")
-        if not hmac.compare_digest(given.encode(), settings.api_key.encode()):
-            raise ApiError(401, "missing or wrong API key: send it in the X-API-Key header")
-
-    v1 = [Depends(authorised)]
+    app.state.service = service  # tests and benchmarks reach the worker through it
+    app.add_middleware(RequestGuard, api_key=settings.api_key,
+                       max_upload_bytes=settings.max_upload_bytes, worker=service.worker)
 
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, err: ApiError):
@@ -212,68 +178,93 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(_: Request, err: StarletteHTTPException):
-        return JSONResponse({"error": str(err.detail), "status": err.status_code},
-                            err.status_code, getattr(err, "headers", None))
+        status, message = err.status_code, str(err.detail)
+        if status == 400 and "exceeded maximum size" in message:  # the form parser's field limit
+            status, message = 413, (f"a form field is too large ({message}); texts are limited "
+                                    f"to {settings.max_text_chars:,} characters")
+        return JSONResponse({"error": message, "status": status}, status,
+                            getattr(err, "headers", None))
 
-    @app.middleware("http")
-    async def _log_requests(request: Request, call_next):
-        started = time.perf_counter()
-        declared = request.headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > settings.max_upload_bytes + FORM_OVERHEAD:
-            # refused before the body is read or parsed
-            response = JSONResponse({"error": f"the request is larger than "
-                                              f"{settings.max_upload_bytes:,} bytes", "status": 413},
-                                    413)
-        else:
-            response = await call_next(request)
-        # method, route and status only: never form values, uploads, record ids or texts
-        path = request.url.path
-        route = "/v1/records/{id}" if path.startswith("/v1/records/") else path
-        log.info("%s %s -> %d in %.0f ms", request.method, route, response.status_code,
-                 (time.perf_counter() - started) * 1000)
-        return response
-
-    async def read_upload(file: UploadFile | None) -> Image.Image | None:
+    async def read_upload(file: UploadFile | None) -> bytes | None:
         if file is None:
             return None
         data = await file.read(settings.max_upload_bytes + 1)
         if len(data) > settings.max_upload_bytes:
             raise ApiError(413, f"the upload is larger than {settings.max_upload_bytes:,} bytes")
-        try:
-            return load_image_bytes(data, settings.max_pixels)
-        except ImageError as err:
-            raise ApiError(400, str(err)) from err
+        return data
 
-    def run(call):
-        with gate.turn():
+    def decode(data: bytes | None) -> Image.Image | None:
+        return None if data is None else load_image_bytes(data, settings.max_pixels)
+
+    def check_text(name: str, value: str | None) -> None:
+        """Refuse texts past what the encoder reads, before they cost any work."""
+        if value is None:
+            return
+        if len(value) > settings.max_text_chars:
+            raise ApiError(413, f"the {name} has {len(value):,} characters; at most "
+                                f"{settings.max_text_chars:,} are accepted: shorten it")
+        words = len(WORD.findall(value))
+        if words > settings.max_text_words:
+            raise ApiError(413, f"the {name} has {words:,} words; at most "
+                                f"{settings.max_text_words:,} are accepted: shorten it")
+
+    async def work(request: Request, call):
+        """call(session) on the worker thread, its errors as JSON statuses; dropped unstarted
+        when the client disconnects while it waits."""
+        def guarded(current: pipeline.Session):
             try:
-                return call()
+                return call(current)
             except ImageError as err:
                 raise ApiError(400, str(err)) from err
+            except GeneratorCrashed as err:  # only its worker process died: keep serving
+                log.error("the language model crashed: %s", err.cause)
+                raise ApiError(503, f"the language model crashed ({err.cause}): retry, the "
+                                    "next request starts it again") from err
             except ValueError as err:  # a Query that makes no sense: no image or text, bad k
                 raise ApiError(422, str(err)) from err
+
+        return await service.run(guarded, request.receive)
 
     def hit_out(hit) -> dict:
         out = hit.to_dict()
         out["thumbnail"] = _thumbnail_url(hit.record.id) if hit.record.kind == "image" else None
         return out
 
+    def ready() -> dict[str, Any]:
+        current = service.session
+        if current is None:
+            raise ApiError(503, f"index not ready: {service.error}")
+        return {"status": "ready", "index": current.index_dir.name,
+                "counts": current.manifest.get("counts", {}),
+                "encoder": current.manifest["encoder"]["name"], "reloads": service.reloads}
+
     @app.get("/healthz", tags=["service"], summary="The process is up")
-    def healthz() -> dict[str, str]:
-        return {"status": "ok"}
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}  # on the event loop: never waits for the worker
 
     @app.get("/readyz", tags=["service"], summary="The index is loaded and can answer",
              responses={503: {"model": ErrorOut}})
-    def readyz() -> dict[str, Any]:
-        current = session()
-        return {"status": "ready", "index": current.index_dir.name,
-                "counts": current.manifest.get("counts", {}),
-                "encoder": current.manifest["encoder"]["name"]}
+    async def readyz() -> dict[str, Any]:
+        if service.stale():  # a new build on disk: load it (through the queue) and report it
+            try:
+                await service.run(lambda _: None)
+            except ApiError:
+                pass  # busy or not loadable: report what is loaded
+        return ready()
+
+    @app.post("/v1/admin/reload", tags=["service"], responses=ERRORS,
+              summary="Open the index again now (a changed index is also picked up by itself "
+                      "before the next request)")
+    async def reload(request: Request) -> dict[str, Any]:
+        started = time.perf_counter()
+        await service.worker.run(lambda: service.refresh(force=True), request.receive)
+        return {**ready(), "seconds": round(time.perf_counter() - started, 3)}
 
     @app.post("/v1/search", tags=["retrieval"], response_model=SearchOut, responses=ERRORS,
-              dependencies=v1, summary="Find reports, images, guidelines or QA pairs for an "
-                                       "uploaded image (PNG, JPEG, DICOM) or a text")
+              summary="Find reports, images, guidelines or QA pairs for an uploaded image "
+                      "(PNG, JPEG, DICOM) or a text")
     async def search(
+        request: Request,
         file: Annotated[UploadFile | None, File(description="image: PNG, JPEG or DICOM")] = None,
         text: Annotated[str | None, Form(examples=["left pleural effusion"])] = None,
         to: Annotated[list[str], Form(description=KINDS_HELP)] = ["reports"],  # noqa: B006
@@ -285,59 +276,75 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         diversity: Annotated[float, Form(ge=0.0, lt=1.0, description="MMR re-ranking: 0 by "
                                          "score alone, 0.3 favours hits that differ")] = 0.0,
     ) -> dict:
-        image = await read_upload(file)
+        check_text("text", text)
+        data = await read_upload(file)
         started = time.perf_counter()
         filters = {"domain": domain, "modality": modality, "lang": lang, "body_part": body_part}
-        hits, explain = run(lambda: (session().search(image, text, _kinds(to), k, diversity,
-                                                      **filters),
-                                     session().explain))
-        return {"hits": [hit_out(h) for h in hits], "retrieval": explain,
+
+        def job(current: pipeline.Session):
+            hits = current.search(decode(data), text, _kinds(to), k, diversity, **filters)
+            return [hit_out(h) for h in hits], current.explain
+
+        hits, explain = await work(request, job)
+        return {"hits": hits, "retrieval": explain,
                 "seconds": round(time.perf_counter() - started, 4)}
 
     @app.post("/v1/ask", tags=["reports"], response_model=AskOut, responses=ERRORS,
-              dependencies=v1, summary="Write a report for an image and/or question, in "
-                                       "English or Chinese, every sentence citing the cases")
+              summary="Write a report for an image and/or question, in English or Chinese, "
+                      "every sentence citing the cases")
     async def ask(
+        request: Request,
         file: Annotated[UploadFile | None, File(description="image: PNG, JPEG or DICOM")] = None,
         question: Annotated[str | None, Form(examples=["pleural effusion?"])] = None,
         lang: Annotated[str, Form(pattern="^(en|zh)$", examples=["zh"])] = "en",
         k: Annotated[str, Form(description="a number, or auto")] = "auto",
         domain: Annotated[str | None, Form()] = None,
     ) -> dict:
-        image = await read_upload(file)
+        check_text("question", question)
+        data = await read_upload(file)
         started = time.perf_counter()
-        answer = run(lambda: session().ask(image, question, lang, k, domain=domain))
-        return {"report": answer.report.to_dict(), "hits": [hit_out(h) for h in answer.hits],
-                "retrieval": answer.retrieval, "seconds": round(time.perf_counter() - started, 4)}
 
-    @app.get("/v1/records/{record_id:path}/thumbnail", tags=["records"], dependencies=v1,
+        def job(current: pipeline.Session):
+            answer = current.ask(decode(data), question, lang, k, domain=domain)
+            return {"report": answer.report.to_dict(), "hits": [hit_out(h) for h in answer.hits],
+                    "retrieval": answer.retrieval}
+
+        out = await work(request, job)
+        return {**out, "seconds": round(time.perf_counter() - started, 4)}
+
+    @app.get("/v1/records/{record_id:path}/thumbnail", tags=["records"],
              responses={**ERRORS, 200: {"content": {"image/png": {}}}},
              summary="A PNG thumbnail of an image record")
-    def thumbnail(record_id: str) -> Response:
-        record = _record(session(), record_id)
-        if record.kind != "image":
-            raise ApiError(404, f"record {record_id} is a {record.kind}, not an image")
-        # the path comes from the index's own record, never from the request
-        with gate.turn():
+    async def thumbnail(request: Request, record_id: str) -> Response:
+        def job(current: pipeline.Session) -> bytes:
+            record = _record(current, record_id)
+            if record.kind != "image":
+                raise ApiError(404, f"record {record_id} is a {record.kind}, not an image")
+            # the path comes from the index's own record, never from the request
             try:
                 image = load_image(record.image_path(), frame=record.meta.get("frame"))
             except ImageError as err:
                 raise ApiError(404, f"the image of record {record_id} is no longer readable: "
                                f"{err}") from err
-        image.thumbnail((settings.thumbnail_px, settings.thumbnail_px))
-        buffer = io.BytesIO()
-        image.save(buffer, format="PNG")
-        return Response(buffer.getvalue(), media_type="image/png",
+            image.thumbnail((settings.thumbnail_px, settings.thumbnail_px))
+            buffer = io.BytesIO()
+            image.save(buffer, format="PNG")
+            return buffer.getvalue()
+
+        return Response(await work(request, job), media_type="image/png",
                         headers={"Cache-Control": "max-age=3600"})
 
     @app.get("/v1/records/{record_id:path}", tags=["records"], response_model=RecordOut,
-             responses=ERRORS, dependencies=v1, summary="One record by id")
-    def record(record_id: str) -> dict:
-        found = _record(session(), record_id)
-        out = found.to_dict()
-        out.pop("root", None)  # a server path: not the client's business
-        out["thumbnail"] = _thumbnail_url(found.id) if found.kind == "image" else None
-        return out
+             responses=ERRORS, summary="One record by id")
+    async def record(request: Request, record_id: str) -> dict:
+        def job(current: pipeline.Session) -> dict:
+            found = _record(current, record_id)
+            out = found.to_dict()
+            out.pop("root", None)  # a server path: not the client's business
+            out["thumbnail"] = _thumbnail_url(found.id) if found.kind == "image" else None
+            return out
+
+        return await work(request, job)
 
     if WEB.is_dir():
         @app.get("/", include_in_schema=False)

@@ -1,0 +1,111 @@
+"""The ASGI layer in front of every route: what can be refused before the body is read.
+
+FastAPI parses a form (and spools uploads to /tmp) before any dependency runs, so an API-key
+dependency or a size check in the route comes after a client has sent, and the server has
+stored, everything it wanted to send. This middleware decides from the headers alone: the
+API key of /v1 calls, a declared Content-Length over the limit, a full work queue. For a body
+without Content-Length (chunked), it counts the bytes as they arrive and stops the request
+at the limit. Every refusal here closes the connection, so an unread body is not drained.
+It also writes the one log line per request: method, route, status and time, never values.
+"""
+from __future__ import annotations
+
+import hmac
+import logging
+import time
+
+from starlette.datastructures import Headers
+from starlette.exceptions import HTTPException
+from starlette.responses import JSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from rag.api_service import Worker
+
+log = logging.getLogger("caselens.api")
+FORM_OVERHEAD = 64 * 1024  # a form's fields around an upload; all that a body without one may hold
+
+
+class BodyTooLarge(HTTPException):
+    """Raised from `receive` when a streamed body passes the limit: FastAPI lets an
+    HTTPException out of its body parsing unchanged, so the app's handler answers 413."""
+
+    def __init__(self, limit: int):
+        super().__init__(413, f"the request is larger than {limit:,} bytes",
+                         {"Connection": "close"})
+
+
+class RequestGuard:
+    def __init__(self, app: ASGIApp, api_key: str | None, max_upload_bytes: int, worker: Worker):
+        self.app = app
+        self.api_key = api_key
+        self.max_upload_bytes = max_upload_bytes
+        self.worker = worker
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def send_logged(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            refusal = self.refusal(scope, Headers(scope=scope))
+            if refusal is not None:
+                await refusal(scope, receive, send_logged)
+            else:
+                await self.app(scope, self.counted(receive, self.body_limit(scope)), send_logged)
+        finally:
+            # method, route and status only: never form values, uploads, record ids or texts
+            path = scope["path"]
+            route = "/v1/records/{id}" if path.startswith("/v1/records/") else path
+            log.info("%s %s -> %d in %.0f ms", scope["method"], route, status,
+                     (time.perf_counter() - started) * 1000)
+
+    def body_limit(self, scope: Scope) -> int:
+        """An upload's form may carry max_upload_bytes; any other body only form fields."""
+        content_type = Headers(scope=scope).get("content-type", "")
+        if content_type.startswith("multipart/form-data"):
+            return self.max_upload_bytes + FORM_OVERHEAD
+        return FORM_OVERHEAD
+
+    def refusal(self, scope: Scope, headers: Headers) -> JSONResponse | None:
+        """The answer to a request that must not get further, decided from its headers."""
+        if scope["path"].startswith("/v1/"):
+            if self.api_key is not None and not hmac.compare_digest(
+                    headers.get("x-api-key", "").encode(), self.api_key.encode()):
+                return _refuse(401, "missing or wrong API key: send it in the X-API-Key header")
+            if self.worker.full():
+                busy = self.worker.busy_error()
+                return _refuse(503, busy.message, busy.headers)
+        limit = self.body_limit(scope)
+        declared = headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > limit:
+            return _refuse(413, f"the request is larger than {limit:,} bytes")
+        return None
+
+    @staticmethod
+    def counted(receive: Receive, limit: int) -> Receive:
+        """`receive` that raises BodyTooLarge once more than `limit` body bytes came in."""
+        seen = 0
+
+        async def receive_counted() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > limit:
+                    raise BodyTooLarge(limit)
+            return message
+
+        return receive_counted
+
+
+def _refuse(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": message, "status": status}, status,
+                        {**(headers or {}), "Connection": "close"})
