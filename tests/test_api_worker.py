@@ -179,3 +179,18 @@ def test_an_index_built_after_start_is_served(index_dir, tmp_path):
         shutil.copytree(index_dir, live)
         assert client.get("/readyz").status_code == 200
         assert client.post("/v1/search", data=TEXT).status_code == 200
+
+
+def test_serve_passes_the_queue_and_text_limits(tmp_path, monkeypatch):
+    import uvicorn
+    from typer.testing import CliRunner
+
+    import cli
+
+    served = {}
+    monkeypatch.setattr(uvicorn, "run", lambda app, **options: served.update(app=app, **options))
+    result = CliRunner().invoke(cli.app, ["serve", "--index", str(tmp_path), "--max-waiting", "3",
+                                          "--max-text-chars", "500", "--port", "8123"])
+    assert result.exit_code == 0, result.output
+    settings = served["app"].state.service.settings
+    assert (settings.max_waiting, settings.max_text_chars, served["port"]) == (3, 500, 8123)
