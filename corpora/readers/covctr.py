@@ -28,6 +28,9 @@ class CovCtrReader(CorpusReader):
 
     def read(self) -> Iterator[Record | Problem]:
         table = _csv(self.root)
+        if why := self.outside(table.name):
+            yield Problem(table.name, why)
+            return
         images = image_files(self.root)
         used: dict[str, int] = {}  # image_id -> line of its first report row
         for line, row in enumerate(csv_rows(table), 2):

@@ -22,6 +22,9 @@ class CovidChestXrayReader(CorpusReader):
         return COLUMNS <= csv_header(root / "metadata.csv")
 
     def read(self) -> Iterator[Record | Problem]:
+        if why := self.outside("metadata.csv"):
+            yield Problem("metadata.csv", why)
+            return
         images = image_files(self.root)
         first_line: dict[str, int] = {}
         for line, row in enumerate(csv_rows(self.root / "metadata.csv"), 2):

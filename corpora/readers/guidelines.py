@@ -83,6 +83,9 @@ class GuidelinesReader(CorpusReader):
             keep_separator="end")
         for path in _documents(self.root):
             rel = path.relative_to(self.root).as_posix()
+            if why := self.outside(rel):
+                yield Problem(rel, why)
+                continue
             try:
                 sections = list(self._sections(path, by_heading))
             except Exception as err:  # noqa: BLE001 - parsers raise many types on bad files

@@ -52,6 +52,10 @@ class MedPixReader(CorpusReader):
     def read(self) -> Iterator[Record | Problem]:
         loaded: dict[str, list] = {}
         for name in ("Descriptions.json", "Case_topic.json"):  # one broken file spares the other
+            if why := self.outside(name):
+                yield Problem(name, why)
+                loaded[name] = []
+                continue
             try:
                 loaded[name] = json.loads((self.root / name).read_text(encoding="utf-8"))
             except (OSError, ValueError) as err:

@@ -38,6 +38,9 @@ class MedQuadReader(CorpusReader):
     def read(self) -> Iterator[Record | Problem]:
         for path in sorted(self.root.rglob("*.xml")):
             rel = path.relative_to(self.root).as_posix()
+            if why := self.outside(rel):
+                yield Problem(rel, why)
+                continue
             try:
                 doc = ET.parse(path).getroot()
             except (ET.ParseError, OSError) as err:

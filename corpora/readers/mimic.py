@@ -12,7 +12,7 @@ from __future__ import annotations
 import csv
 import gzip
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
@@ -130,10 +130,14 @@ class Tables:
     splits: dict[str, str] = field(default_factory=dict)  # dicom_id or study -> train|validate|test
     labels: dict[str, dict[str, float]] = field(default_factory=dict)  # study -> CheXpert labels
 
-    def load(self, root: Path) -> Iterator[Problem]:
+    def load(self, root: Path, outside: Callable[[str], str]) -> Iterator[Problem]:
+        """Read the tables; `outside` says why a table must be left out (CorpusReader)."""
         for kind, add in (("metadata", self._metadata), ("split", self._split),
                           ("chexpert", self._chexpert)):
             if (table := _table(root, kind)) is not None:
+                if why := outside(table.name):
+                    yield Problem(table.name, why)
+                    continue
                 try:
                     for row in _rows(table):
                         add(row)
@@ -168,7 +172,7 @@ class MimicCxrReader(CorpusReader):
 
     def read(self) -> Iterator[Record | Problem]:
         tables = Tables()
-        yield from tables.load(self.root)
+        yield from tables.load(self.root, self.outside)
         for subject, studies in self._subjects():
             for study in studies:
                 yield from self._study(subject, study, tables)
@@ -207,6 +211,9 @@ class MimicCxrReader(CorpusReader):
     def _report(self, path: Path, group: str, study: str, key: str,
                 tables: Tables) -> Iterator[Record | Problem]:
         rel = path.relative_to(self.root).as_posix()
+        if why := self.outside(rel):
+            yield Problem(rel, why)
+            return
         try:
             found, paragraphs = parse_report(read_text(path))
         except (OSError, UnicodeDecodeError) as err:

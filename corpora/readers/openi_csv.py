@@ -27,6 +27,9 @@ class OpenICsvReader(CorpusReader):
         return COLUMNS <= csv_header(root / REPORTS)
 
     def read(self) -> Iterator[Record | Problem]:
+        if why := self.outside(REPORTS):
+            yield Problem(REPORTS, why)
+            return
         images = image_files(self.root)
         for line, row in enumerate(csv_rows(self.root / REPORTS), 2):
             uid = (row.get("uid") or "").strip()
@@ -51,6 +54,9 @@ class OpenICsvReader(CorpusReader):
                              **BASE)
         for lang, file_name in BILINGUAL.items():
             if (self.root / file_name).is_file():
+                if why := self.outside(file_name):
+                    yield Problem(file_name, why)
+                    continue
                 yield from self._rewritten(self.root / file_name, lang)
 
     def _rewritten(self, path: Path, lang: str) -> Iterator[Record | Problem]:

@@ -41,6 +41,9 @@ class OpenIXmlReader(CorpusReader):
         images = image_files(self.root)
         for path in _xml_files(self.root):
             rel = path.relative_to(self.root).as_posix()
+            if why := self.outside(rel):
+                yield Problem(rel, why)
+                continue
             try:
                 tree = ET.parse(path).getroot()
             except (ET.ParseError, OSError) as err:

@@ -50,6 +50,9 @@ class SlakeReader(CorpusReader):
         missing = 0
         for path in _files(self.root):
             split = path.stem
+            if why := self.outside(path.relative_to(self.root)):
+                yield Problem(path.name, why)
+                continue
             try:
                 rows = json.loads(path.read_text(encoding="utf-8"))
             except (OSError, UnicodeDecodeError, ValueError) as err:

@@ -16,7 +16,11 @@ from cli import app
 from corpora.base import open_corpus
 from rag import pipeline
 from tests.corpora import fixtures
+from tests.corpora import test_corrupted as corrupted
+from tests.corpora.mimic_fixture import mimic
+from tests.corpora.test_corrupted import IMAGE_CORPORA
 from tests.corpora.test_phi import FILE_NAME, HEADER_ONLY, IN_FILE_NAME, leaks, phi_dicom
+from tests.corpora.test_slake_frames import slake
 from tests.rag.test_images import png_bomb
 
 SECRET = "root:x:0:0 the-secret-content"
@@ -193,3 +197,46 @@ def test_a_sidecar_linked_to_etc_passwd_is_refused(tmp_path):
     summary = pipeline.index(root, tmp_path / "index", encoder="tiny", backends=("faiss",))
     assert b"root:" not in (tmp_path / "index" / "records.sqlite").read_bytes()
     assert summary.counts["report"] and sum(summary.counts["report"].values()) == 1
+
+
+# -- every reader: a file linked from outside the corpus folder -------------------------------
+
+LINKABLE = {  # reader: (builder, files it opens: an image, and a text or table)
+    **{name: (build, [image]) for name, (build, image, _) in IMAGE_CORPORA.items()},
+    "sidecar-report": (corrupted.sidecars, ["ct/a.txt"]),
+    "covctr-table": (fixtures.covctr, ["reports.csv"]),
+    "covid-table": (fixtures.covid, ["metadata.csv"]),
+    "medpix-json": (fixtures.medpix, ["Descriptions.json"]),
+    "openi-csv-json": (corrupted.openi_csv, ["openi-en.json"]),
+    "openi-xml-report": (corrupted.openi_xml, ["ecgen-radiology/2.xml"]),
+    "medquad-xml": (corrupted.medquad, ["1_CancerGov_QA/2.xml"]),
+    "guidelines-file": (corrupted.guidelines, ["contrast.txt"]),
+    "slake-json": (slake, ["test.json"]),
+    "mimic-report": (mimic, [corrupted.mimic_report("50414267")]),
+    "mimic-table": (mimic, ["mimic-cxr-2.0.0-split.csv.gz"]),
+    "dicom-file": (corrupted.dicom_folder, ["good/IM0.dcm"]),
+}
+
+
+def link_out(root: Path, rel: str, elsewhere: Path) -> None:
+    """Move a corpus file out of the folder and leave a link to it in its place."""
+    target = elsewhere / rel.replace("/", "_")
+    (root / rel).rename(target)
+    (root / rel).symlink_to(target)
+
+
+@pytest.mark.parametrize("case", sorted(LINKABLE))
+def test_every_reader_refuses_a_file_linked_from_outside_unless_asked(tmp_path, outside, case):
+    build, files = LINKABLE[case]
+    root = build(tmp_path / "corpus")
+    before, known = problems_of(root)
+    for rel in files:
+        link_out(root, rel, outside)
+    _, problems = problems_of(root)
+    new = {path: why for path, why in problems.items() if path not in known}
+    assert new and all("outside the corpus folder" in why for why in new.values()), new
+    names = {Path(rel).name for rel in files}  # a manifest's problem is its line
+    assert all(Path(path).name in names or any(n in why for n in names)
+               for path, why in new.items()), new
+    followed, again = problems_of(root, follow=True)
+    assert again == known and followed["counts"] == before["counts"]
