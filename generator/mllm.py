@@ -5,6 +5,9 @@ The trained projector and LoRA adapter ship in generator/mllm_weights/<variant>/
 manifest naming the base model's sha256; the base model is the packaged GGUF (set up by
 setup.sh), so `ask --generator mllm` works offline. `--mllm DIR` takes another training
 run's output (`train mllm --out DIR`).
+
+The model runs in a worker process (generator/worker.py) unless `isolate=False`, so a native
+crash or an OOM kill in torch ends that request with GeneratorCrashed, not the caller.
 """
 from __future__ import annotations
 
@@ -19,6 +22,7 @@ from generator.evidence import number_cases, read_report
 from generator.llm import finish_report
 from generator.mllm_model import DEFAULT_VARIANT, IMAGE_MARK, WEIGHTS_DIR
 from generator.prompts import clip_text, render_mllm
+from generator.worker import ModelWorker
 from rag.types import Hit, Query, Report
 
 log = logging.getLogger(__name__)
@@ -40,16 +44,27 @@ def weights_dir(model: str | Path) -> Path:
 @register_generator("mllm")
 class MLLMGenerator(Generator):
     def __init__(self, model: str | Path | None = None, max_tokens: int = 256,
-                 max_seconds: float = 90.0, threads: int | None = None, support=None, **_):
+                 max_seconds: float = 90.0, threads: int | None = None, support=None,
+                 isolate: bool = True, **_):
         super().__init__(support)
         self.model = model or DEFAULT_VARIANT
         self.max_tokens = max_tokens
         self.max_seconds = max_seconds
         self.threads = threads
+        self.isolate = isolate
         self._model = None
+        self._worker: ModelWorker | None = None
         self.label = f"mllm:{Path(self.model).name}"
 
     def load(self):
+        """The model, loaded here; with `isolate`, the worker process that holds it."""
+        if self.isolate:
+            if self._worker is None:
+                options = dict(model=str(self.model), max_tokens=self.max_tokens,
+                               max_seconds=self.max_seconds, threads=self.threads, isolate=False)
+                self._worker = ModelWorker("generator.mllm:MLLMGenerator", options, warm="load")
+            self._worker.start()
+            return self._worker
         if self._model is None:
             import torch
 
@@ -78,6 +93,9 @@ class MLLMGenerator(Generator):
     def _generate(self, hits: list[Hit], query: Query, lang: str) -> Report:
         from generator.vlm import query_image
 
+        if self.isolate:  # the whole draft in the worker: the image and cases go there
+            return self.load().call("_generate", hits, query, lang,
+                                    timeout=3 * self.max_seconds + 300)
         model = self.load()
         cases = number_cases(hits, lang, int(self.variant.get("cases", 2)))
         report = Report(lang=lang, model=self.label)
@@ -97,4 +115,7 @@ class MLLMGenerator(Generator):
         return finish_report(read_report(text, cases, lang, self.label), cases, lang, cut)
 
     def close(self) -> None:
+        if self._worker is not None:
+            self._worker.close()
+            self._worker = None
         self._model = None

@@ -7,6 +7,10 @@ plain "USER: <image> ... ASSISTANT:" prompt). The prompt is the one the text LLM
 (generator/prompts.py); the answer is read back by `read_report`, so its `[n]` become record ids.
 No model is packaged: pass a local folder (`--vlm-path DIR`) or set CASELENS_VLM. Nothing is
 downloaded unless CASELENS_ALLOW_DOWNLOAD=1.
+
+The model runs in a worker process (generator/worker.py) unless `isolate=False` or it was
+loaded here (`_load()`), so a native crash or an OOM kill ends that request with
+GeneratorCrashed, not the caller.
 """
 from __future__ import annotations
 
@@ -20,6 +24,7 @@ from typing import Any
 from generator.base import Generator, register_generator
 from generator.evidence import number_cases, read_report
 from generator.prompts import render_prompt
+from generator.worker import ModelWorker
 from rag.types import Hit, Query, Report
 
 log = logging.getLogger(__name__)
@@ -44,7 +49,7 @@ class VisionLanguageGenerator(Generator):
 
     def __init__(self, model: str | None = None, max_new_tokens: int = 256,
                  max_seconds: float = 120.0, cases: int = 4, device: str | None = None,
-                 support: Any = None):
+                 support: Any = None, isolate: bool = True):
         super().__init__(support)
         model = model or os.environ.get(ENV_MODEL)
         if not model:
@@ -57,8 +62,10 @@ class VisionLanguageGenerator(Generator):
         self.max_seconds = max_seconds
         self.cases = cases
         self.device = device
+        self.isolate = isolate
         self._model: Any = None
         self._processor: Any = None
+        self._worker: ModelWorker | None = None
 
     @property
     def model_name(self) -> str:
@@ -67,6 +74,15 @@ class VisionLanguageGenerator(Generator):
 
     def _generate(self, hits: list[Hit], query: Query, lang: str) -> Report:
         cases = number_cases(hits, lang, limit=self.cases)
+        if cases and self.isolate and self._model is None:  # the draft in the worker
+            if self._worker is None:
+                options = dict(model=self.model, max_new_tokens=self.max_new_tokens,
+                               max_seconds=self.max_seconds, cases=self.cases, device=self.device,
+                               isolate=False)
+                self._worker = ModelWorker("generator.vlm:VisionLanguageGenerator", options,
+                                           warm="_load")
+            return self._worker.call("_generate", hits, query, lang,
+                                     timeout=3 * self.max_seconds + 300)
         model = f"vlm:{self.model_name}"
         if not cases:
             # nothing to cite: a report from the image alone is what retrieval is here to prevent
@@ -204,6 +220,9 @@ class VisionLanguageGenerator(Generator):
         return f"cannot fetch VLM {source!r} from the hub; check the id and the network"
 
     def close(self) -> None:
+        if self._worker is not None:
+            self._worker.close()
+            self._worker = None
         on_cuda = self._model is not None and self._model.device.type == "cuda"
         self._model = self._processor = None
         if on_cuda:
