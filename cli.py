@@ -61,6 +61,9 @@ KIND_NAMES = {"reports": "report", "report": "report", "images": "image", "image
               "guidelines": "guideline", "guideline": "guideline", "qa": "qa"}
 INDEX_OPT = typer.Option(Path("indexes/default"), "--index", help="Index folder.")
 JSON_OPT = typer.Option(False, "--json", help="Print one JSON document instead of text.")
+WAIT_OPT = typer.Option(0.0, "--wait", min=0.0,
+                        help="Seconds to wait while another build or delete holds the index "
+                             "(default: say who holds it and stop).")
 FOLLOW_OPT = typer.Option(False, "--follow-symlinks",
                           help="Read linked files that lie outside the corpus folder "
                                "(refused by default, and listed as problems).")
@@ -112,6 +115,7 @@ def index(
     rebuild: bool = typer.Option(False, "--rebuild",
                                  help="Encode everything again instead of updating the index."),
     follow_symlinks: bool = FOLLOW_OPT,
+    wait: float = WAIT_OPT,
     as_json: bool = JSON_OPT,
 ):
     """Detect the corpus format, encode images and texts, build FAISS and Qdrant indexes.
@@ -119,7 +123,8 @@ def index(
     Files that cannot be read are skipped, counted and listed; the build never stops for one.
     Running it again on a grown or edited corpus updates the index: only new or changed
     records are encoded, and records gone from the folder are removed. An interrupted build
-    leaves the old index in place; run the same command again to resume.
+    leaves the old index in place; run the same command again to resume. One build or delete
+    of an index runs at a time: a second one says which process holds it (or waits, --wait).
 
     Example: python cli.py index ../shared/data/cov-ctr --index indexes/covctr
     """
@@ -130,7 +135,7 @@ def index(
         task = bar.add_task("records", total=None)
         summary = _run(lambda: pipeline.index(
             corpus, index_dir, encoder, backends, fmt, rebuild=rebuild,
-            follow_symlinks=follow_symlinks,
+            follow_symlinks=follow_symlinks, wait=wait,
             progress=lambda done, total: bar.update(task, completed=done, total=total)))
     if as_json:
         out.print_json(json.dumps(summary.to_dict(), ensure_ascii=False))
@@ -151,7 +156,7 @@ def index(
 
 def _query(image: Path | None, text: str | None, lang: str, k: str, to: list[str],
            filters: dict[str, str], diversity: float = 0.0):
-    from rag.types import Query
+    from rag import pipeline
 
     if not image and not text:
         fail("give an image (--image PATH) or a text (--text \"...\")")
@@ -164,9 +169,9 @@ def _query(image: Path | None, text: str | None, lang: str, k: str, to: list[str
         kinds.append(KIND_NAMES[name])
     if k != "auto" and not k.isdigit():
         fail(f"--k must be a number or 'auto', not {k!r}")
-    return _run(lambda: Query(image=str(image) if image else None, text=text, lang=lang,
-                              k="auto" if k == "auto" else int(k), to=tuple(kinds),
-                              filters=filters, diversity=diversity))
+    return _run(lambda: pipeline.make_query(  # validates the languages too
+        str(image) if image else None, text, tuple(kinds), "auto" if k == "auto" else int(k),
+        lang, filters, diversity))
 
 
 def _session(index_dir: Path, encoder: str | None, backend: str | None, route: bool = True,
@@ -363,6 +368,7 @@ def delete(
     source: str | None = typer.Option(None, help="Remove every record of this source."),
     filters: list[str] = FILTER_OPT,
     index_dir: Path = INDEX_OPT,
+    wait: float = WAIT_OPT,
     as_json: bool = JSON_OPT,
 ):
     """Remove records from an index, by id or by field (all backends, atomically).
@@ -372,7 +378,7 @@ def delete(
     from rag import pipeline
 
     chosen = _filters(filters, source=source)
-    gone = _run(lambda: pipeline.delete(index_dir, tuple(ids or ()), chosen))
+    gone = _run(lambda: pipeline.delete(index_dir, tuple(ids or ()), chosen, wait))
     if as_json:
         out.print_json(json.dumps({"removed": gone}))
         return

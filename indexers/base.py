@@ -86,13 +86,30 @@ class VectorIndex(ABC):
         manifest; JSON-serialisable, never a secret such as an API key."""
         return {"backend": self.name}
 
+    @classmethod
+    def needed_files(cls, described: dict) -> list[str]:
+        """The files and folders, relative to the index folder, without which an index that
+        describe() described cannot answer: opening an index checks them with a stat each,
+        so a deleted folder is an error instead of silently missing hits. None for a server."""
+        return []
+
+
+def needed_files(backend: str, described: dict) -> list[str]:
+    """VectorIndex.needed_files of the named backend (nothing for an unknown one: opening
+    it says so)."""
+    _register()
+    return BACKENDS[backend].needed_files(described) if backend in BACKENDS else []
+
+
+def _register() -> None:
+    import indexers.faiss_index
+    import indexers.qdrant_index  # noqa: F401 - registers "qdrant"
+
 
 def open_index(backend: str, path: str | Path, dim: int, **options) -> VectorIndex:
     """Open (or create) the named backend's index under `path`; `options` are the backend's
     own build / connection settings (e.g. FAISS index_type, a Qdrant url)."""
-    import indexers.faiss_index
-    import indexers.qdrant_index  # noqa: F401 - registers "qdrant"
-
+    _register()
     if backend not in BACKENDS:
         raise VectorIndexError(f"unknown index backend {backend!r}; choose from {', '.join(BACKENDS)}")
     return BACKENDS[backend](Path(path), dim, **options)

@@ -508,6 +508,13 @@ class FaissIndex(VectorIndex):
         return {"backend": self.name, "options": asdict(self.options),
                 "kinds": {kind: dict(self.info[kind]) for kind in sorted(self.indexes)}}
 
+    @classmethod
+    def needed_files(cls, described: dict) -> list[str]:
+        """Each described kind's flat index (an ANN file that is gone only costs speed: the
+        kind is searched exactly and the file rebuilt at the next save)."""
+        kinds = described.get("kinds")
+        return [f"faiss/{kind}{SUFFIX}" for kind in kinds] if kinds else ["faiss"]
+
 
 def _new_flat(dim: int, storage: str) -> faiss.IndexIDMap2:
     if storage == "fp16":

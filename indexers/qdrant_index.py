@@ -185,6 +185,16 @@ class QdrantIndex(VectorIndex):
     def describe(self) -> dict:
         return {"backend": self.name, **self.engine.describe()}
 
+    @classmethod
+    def needed_files(cls, described: dict) -> list[str]:
+        """The embedded engine's parameters and one shard folder per kind; qdrant-client's
+        local mode its folder; a server nothing on disk."""
+        engine = described.get("engine", "")
+        if engine == "qdrant-edge":
+            return [f"qdrant/{qdrant_edge.PARAMS_FILE}",
+                    *(f"qdrant/{kind}" for kind in described.get("kinds", {}))]
+        return [] if engine == "qdrant server" else ["qdrant"]
+
 
 def _open_engine(path: Path, dim: int, options: QdrantOptions):
     url = options.url or os.environ.get(URL_VARIABLE) or None

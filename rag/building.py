@@ -24,7 +24,8 @@ from corpora.base import Corpus, CorpusError, open_corpus
 from indexers.base import VectorIndex, open_index
 from rag.encoder import Encoder
 from rag.images import ImageError, load_image
-from rag.manifest import MANIFEST, write_manifest
+from rag.index_lock import IndexLock, recover_swap, swap_paths
+from rag.manifest import MANIFEST, missing_files, read_manifest, write_manifest
 from rag.registry import replace_dir
 from rag.store import RecordStore
 from rag.types import KINDS, Problem, Record
@@ -172,6 +173,9 @@ def _reusable(index_dir: Path, encoder: Encoder, backends: Sequence[str], root: 
         return "it was built by an older caselens"
     if manifest.get("index_options", {}) != _public(options):
         return "other index options were asked for"
+    missing = missing_files(manifest, index_dir)
+    if missing:
+        return f"its files are incomplete ({', '.join(missing)} missing)"
     return ""
 
 
@@ -295,11 +299,13 @@ def build_index(corpus_dir: str | Path, index_dir: str | Path, encoder: Encoder,
                 progress: Progress | None = None, rebuild: bool = False,
                 index_options: dict[str, dict] | None = None,
                 subset: tuple[str, Callable[[Record], bool]] | None = None,
-                follow_symlinks: bool = False) -> BuildSummary:
+                follow_symlinks: bool = False, wait: float = 0.0) -> BuildSummary:
     """Build the index at `index_dir`, or bring an existing one up to date with its corpus.
 
     The old index stays usable until the new one is complete, and a failed build leaves
     nothing behind: the work happens on a copy that replaces the index only at the end.
+    One writer at a time: another build or delete of the same index raises IndexBusy, naming
+    it, unless it finishes within `wait` seconds (rag/index_lock.py).
     `index_options` maps a backend name to its options (see indexers/), e.g.
     {"faiss": {"index_type": "hnsw"}}; they are kept in the manifest for reopening.
     `subset` (name, keep) indexes only the records `keep` accepts, e.g. ("split=train", ...)
@@ -309,9 +315,22 @@ def build_index(corpus_dir: str | Path, index_dir: str | Path, encoder: Encoder,
     started = time.perf_counter()
     corpus = open_corpus(corpus_dir, fmt, follow_symlinks)  # links out: CorpusReader.outside
     index_dir = Path(index_dir)
-    index_dir.parent.mkdir(parents=True, exist_ok=True)
-    work = index_dir.parent / f".{index_dir.name}.building"
+    with IndexLock(index_dir, wait):
+        recover_swap(index_dir, locked=True)  # before the leftovers below are cleared
+        summary = _build(corpus, index_dir, encoder, encoder_config, backends, batch_size,
+                         progress, rebuild, index_options, subset)
+    summary.seconds = time.perf_counter() - started
+    return summary
+
+
+def _build(corpus: Corpus, index_dir: Path, encoder: Encoder, encoder_config: str,
+           backends: Sequence[str], batch_size: int, progress: Progress | None, rebuild: bool,
+           index_options: dict[str, dict],
+           subset: tuple[str, Callable[[Record], bool]] | None) -> BuildSummary:
+    """build_index's work, done while holding the index's lock."""
+    work, _ = swap_paths(index_dir)
     shutil.rmtree(work, ignore_errors=True)  # leftovers of a crashed build
+    generation = _generation(index_dir) + 1
     why_not = "--rebuild asked for" if rebuild else _reusable(index_dir, encoder, backends,
                                                               corpus.root, index_options)
     if why_not:
@@ -319,6 +338,7 @@ def build_index(corpus_dir: str | Path, index_dir: str | Path, encoder: Encoder,
         work.mkdir()
     else:
         _copy_tree(index_dir, work)
+        (work / MANIFEST).unlink()  # a copy has a manifest only once complete: recover_swap
     cache = BatchCache(index_dir.parent / f".{index_dir.name}.resume", encoder.fingerprint)
     problems: list[Problem] = []
     store, indexes = None, []
@@ -334,7 +354,7 @@ def build_index(corpus_dir: str | Path, index_dir: str | Path, encoder: Encoder,
                 progress(done, None)
         writer.finish()
         if not len(store):
-            raise CorpusError(_no_records(corpus_dir, problems))
+            raise CorpusError(_no_records(corpus.root, problems))
         counts = store.counts()
         fingerprint = store.fingerprint()
         described = {}
@@ -347,18 +367,18 @@ def build_index(corpus_dir: str | Path, index_dir: str | Path, encoder: Encoder,
             described[index.name] = index.describe()
             index.close()
         store.close()
-        write_manifest(work, {
+        with open(work / "problems.jsonl", "w", encoding="utf-8") as handle:
+            handle.writelines(json.dumps({"path": p.path, "reason": p.reason},
+                                         ensure_ascii=False) + "\n" for p in problems)
+        write_manifest(work, {  # last: a work folder with a manifest is complete
             "encoder": {"name": encoder.name, "fingerprint": encoder.fingerprint,
                         "config": encoder_config, "dim": encoder.dim},
             "metric": "ip", "backends": list(backends), "counts": counts, "store": 2,
             "index_options": _public(index_options), "indexes": described,
             "corpus": {"root": str(corpus.root), "formats": corpus.formats,
                        "fingerprint": fingerprint},
-            "changes": writer.changes, "problems": len(problems),
+            "changes": writer.changes, "problems": len(problems), "generation": generation,
             **({"subset": subset[0]} if subset else {})})
-        with open(work / "problems.jsonl", "w", encoding="utf-8") as handle:
-            handle.writelines(json.dumps({"path": p.path, "reason": p.reason},
-                                         ensure_ascii=False) + "\n" for p in problems)
     except BaseException:
         _abandon(work, [*indexes, store])
         raise
@@ -366,23 +386,39 @@ def build_index(corpus_dir: str | Path, index_dir: str | Path, encoder: Encoder,
     cache.clear()
     if cache.reused:
         log.info("resumed an unfinished build: %d encoded batches reused", cache.reused)
-    return BuildSummary(index_dir, corpus.formats, counts, list(backends),
-                        time.perf_counter() - started, problems, writer.changes,
-                        incremental=not why_not)
+    return BuildSummary(index_dir, corpus.formats, counts, list(backends), 0.0, problems,
+                        writer.changes, incremental=not why_not)
+
+
+def _generation(index_dir: Path) -> int:
+    """The generation of the index now at index_dir (0: none): each build, update or delete
+    writes the next one into its manifest, so a reader can tell that the index changed."""
+    try:
+        return int(json.loads((index_dir / MANIFEST).read_text(encoding="utf-8"))
+                   .get("generation", 0))
+    except (OSError, ValueError, TypeError, AttributeError):
+        return 0
 
 
 def delete_records(index_dir: str | Path, dim: int, ids: Sequence[str] = (),
-                   filters: dict[str, str] | None = None) -> int:
+                   filters: dict[str, str] | None = None, wait: float = 0.0) -> int:
     """Remove records from an index by id and/or by filter (e.g. {"source": "cov-ctr"}),
     from the record store and every backend, on a copy swapped in when done. Returns how many
-    records went. A later `index` of the corpus adds them back if they are still there."""
-    from rag.manifest import read_manifest
-
+    records went. A later `index` of the corpus adds them back if they are still there.
+    Takes the index's lock as a build does (`wait` as in build_index)."""
     index_dir = Path(index_dir)
+    with IndexLock(index_dir, wait, purpose="changed"):
+        recover_swap(index_dir, locked=True)
+        return _delete(index_dir, dim, ids, filters)
+
+
+def _delete(index_dir: Path, dim: int, ids: Sequence[str],
+            filters: dict[str, str] | None) -> int:
     manifest = read_manifest(index_dir)
-    work = index_dir.parent / f".{index_dir.name}.building"
+    work, _ = swap_paths(index_dir)
     shutil.rmtree(work, ignore_errors=True)
     _copy_tree(index_dir, work)
+    (work / MANIFEST).unlink()  # written again last, as a build does
     store, indexes = None, []
     try:
         store = RecordStore(work / "records.sqlite")
@@ -408,6 +444,7 @@ def delete_records(index_dir: str | Path, dim: int, ids: Sequence[str] = (),
         store.close()
         manifest.pop("version", None)
         manifest.pop("created", None)
+        manifest["generation"] = int(manifest.get("generation", 0)) + 1
         write_manifest(work, manifest)
     except BaseException:
         _abandon(work, [*indexes, store])

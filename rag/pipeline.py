@@ -41,13 +41,14 @@ def index(corpus: str | Path, index_dir: str | Path = DEFAULT_INDEX, encoder: st
           backends: tuple[str, ...] = ("faiss", "qdrant"), fmt: str | None = None,
           progress: Progress | None = None, batch_size: int = 32,
           rebuild: bool = False, index_options: dict[str, dict] | None = None,
-          follow_symlinks: bool = False) -> BuildSummary:
+          follow_symlinks: bool = False, wait: float = 0.0) -> BuildSummary:
     """Detect the corpus format, encode every record, build the vector indexes; an existing
     index of the same corpus and encoder is updated (only new or changed records encoded).
-    Links that lead out of the corpus folder are refused unless `follow_symlinks`."""
+    Links that lead out of the corpus folder are refused unless `follow_symlinks`. While
+    another build or delete holds the index, waits up to `wait` seconds, then IndexBusy."""
     summary = build_index(corpus, index_dir, create_encoder(encoder), encoder, backends, fmt,
                           batch_size, progress, rebuild, index_options,
-                          follow_symlinks=follow_symlinks)
+                          follow_symlinks=follow_symlinks, wait=wait)
     build_translation_memory(index_dir)
     return summary
 
@@ -96,14 +97,15 @@ def add_translations(corpora: list[Path], memory: Path | None = None) -> dict[st
 
 
 def delete(index_dir: str | Path = DEFAULT_INDEX, ids: tuple[str, ...] = (),
-           filters: dict[str, str] | None = None) -> int:
-    """Remove records by id and/or filter (e.g. source="cov-ctr") from an index."""
+           filters: dict[str, str] | None = None, wait: float = 0.0) -> int:
+    """Remove records by id and/or filter (e.g. source="cov-ctr") from an index (waiting up
+    to `wait` seconds for a build of it to finish)."""
     from rag.building import delete_records
 
     if not ids and not filters:
         raise ValueError("say what to delete: record ids, or a filter such as source=cov-ctr")
     manifest = read_manifest(Path(index_dir))
-    return delete_records(index_dir, manifest["encoder"]["dim"], ids, filters)
+    return delete_records(index_dir, manifest["encoder"]["dim"], ids, filters, wait)
 
 
 @dataclass
@@ -160,7 +162,11 @@ def make_query(image: ImageInput, text: str | None, to: str | tuple[str, ...] | 
                k: int | str, lang: str, filters: dict[str, str | None] | None = None,
                diversity: float = 0.0) -> Query:
     """A Query from loosely typed input: an image as a path, PIL image or file bytes (PNG,
-    JPEG, DICOM); `to` as one kind or several, singular or plural ("reports")."""
+    JPEG, DICOM); `to` as one kind or several, singular or plural ("reports"). An unknown
+    language, as the report's or as a filter, is an error rather than a search with no hits."""
+    for name, value in (("lang", lang), ("lang filter", (filters or {}).get("lang"))):
+        if value and value not in LANGUAGES:
+            raise ValueError(f"unknown language {value!r} ({name}): use {' or '.join(LANGUAGES)}")
     if isinstance(image, bytes):
         image = load_image_bytes(image)
     elif isinstance(image, Path):
@@ -176,6 +182,7 @@ def make_query(image: ImageInput, text: str | None, to: str | tuple[str, ...] | 
 
 
 KIND_NAMES = {"reports": "report", "images": "image", "guidelines": "guideline", "qas": "qa"}
+LANGUAGES = ("en", "zh")  # what readers tag records with, and what reports are written in
 
 
 def open_index(index_dir: str | Path = DEFAULT_INDEX, backend: str | None = None,
