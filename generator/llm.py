@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -147,6 +148,7 @@ class LlamaCppGenerator(Generator):
         self.llama_factory = llama_factory
         self._llama = None  # the model, when it runs in this process
         self._worker: ModelWorker | None = None
+        self._worker_made = threading.Lock()  # concurrent first requests (serve) make one worker
         self.last_decode: dict | None = None  # the last answer's tokens and seconds, when here
         self.label = f"llm:{self.model_path.name if self.model_path else model}"
 
@@ -155,12 +157,13 @@ class LlamaCppGenerator(Generator):
         `isolate=False` (returns the model)."""
         if not self.isolate or self._llama is not None:
             return self._load_here()
-        if self._worker is None:
-            options = dict(model_path=self._checked_path(), model=self.model, n_ctx=self.n_ctx,
-                           threads=self.threads, isolate=False, extra_bufts=self.extra_bufts,
-                           llama_factory=self.llama_factory)
-            self._worker = ModelWorker("generator.llm:LlamaCppGenerator", options,
-                                       warm="_load_here")
+        with self._worker_made:
+            if self._worker is None:
+                options = dict(model_path=self._checked_path(), model=self.model,
+                               n_ctx=self.n_ctx, threads=self.threads, isolate=False,
+                               extra_bufts=self.extra_bufts, llama_factory=self.llama_factory)
+                self._worker = ModelWorker("generator.llm:LlamaCppGenerator", options,
+                                           warm="_load_here")
         self._worker.start()
         return self._worker
 
@@ -287,7 +290,8 @@ class LlamaCppGenerator(Generator):
         """The last answer's generated tokens, seconds to its first token (the prompt) and
         seconds after it (what tokens/s is measured on), wherever the model runs."""
         if self.isolate and self._llama is None:
-            return self._worker.call("decode_stats") if self._worker is not None else None
+            alive = self._worker is not None and self._worker.alive  # never start one for this
+            return self._worker.call("decode_stats") if alive else None
         return self.last_decode
 
     def close(self) -> None:

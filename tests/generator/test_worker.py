@@ -120,6 +120,18 @@ def test_a_crash_in_the_worker_is_one_sentence_and_the_next_call_gets_a_new_work
         generator.close()
 
 
+def test_concurrent_callers_share_one_worker_one_request_at_a_time():
+    from concurrent.futures import ThreadPoolExecutor
+
+    generator = fake_llm()
+    try:
+        with ThreadPoolExecutor(4) as pool:
+            answers = list(pool.map(lambda _: generator.complete("system", "WHO")[0], range(8)))
+        assert len({answer.split()[1] for answer in answers}) == 1  # one worker pid for all
+    finally:
+        generator.close()
+
+
 def test_a_python_error_of_the_model_is_not_a_crash():
     generator = fake_llm()
     try:
