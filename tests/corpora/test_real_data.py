@@ -53,12 +53,12 @@ def test_demo_corpus_from_registry_packages(tmp_path):
         summary = build_demo(tmp_path / "demo")
     except Exception as err:  # noqa: BLE001
         pytest.skip(f"demo packages missing: {err}")
-    assert summary == {"report_xml": 3955, "dicom": 9}
+    assert summary == {"report_xml": 3955, "dicom": 8, "held_out": 1}
     formats, kinds, problems = counts(tmp_path / "demo")
     assert formats == ["dicom:dicom", "openi_xml:openi"]
-    # 7 single-frame files, and 3 representative frames of each multi-frame one
-    # (emri_small_RLE.dcm has 10 frames, liver.dcm 3)
-    assert kinds[("report", "en")] > 3900 and kinds[("image", "")] == 13
+    # 6 single-frame files, and 3 representative frames of each multi-frame one
+    # (emri_small_RLE.dcm has 10 frames, liver.dcm 3); the asked chest CR is held out
+    assert kinds[("report", "en")] > 3900 and kinds[("image", "")] == 12
     assert all("no findings or impression" in p.reason for p in problems)
     for path in (tmp_path / "demo" / "dicom").iterdir():
         assert np.asarray(load_image(path)).std() > 1, path.name
