@@ -36,8 +36,10 @@ import httpx  # noqa: E402
 QUERY = {"text": "left pleural effusion", "to": "reports", "k": "5"}
 SERVER = ("import importlib, sys, uvicorn; from pathlib import Path; "
           "api = importlib.import_module(sys.argv[1]); "
-          "uvicorn.run(api.create_app(api.Settings(index=Path(sys.argv[2]))), host='127.0.0.1', "
-          "port=int(sys.argv[3]), log_level='warning')")
+          "threads = {'threads': int(sys.argv[4])} if 'threads' in api.Settings.__dataclass_fields__ "
+          "else {}; "
+          "uvicorn.run(api.create_app(api.Settings(index=Path(sys.argv[2]), **threads)), "
+          "host='127.0.0.1', port=int(sys.argv[3]), log_level='warning')")
 
 
 def free_port() -> int:
@@ -46,8 +48,9 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_server(app: str, index: Path, port: int) -> subprocess.Popen:
-    server = subprocess.Popen([sys.executable, "-c", SERVER, app, str(index), str(port)], cwd=REPO)
+def start_server(app: str, index: Path, port: int, threads: int = 1) -> subprocess.Popen:
+    server = subprocess.Popen([sys.executable, "-c", SERVER, app, str(index), str(port),
+                               str(threads)], cwd=REPO)
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and server.poll() is None:
         try:
@@ -118,10 +121,15 @@ def load(base: str, call, clients: int, requests: int) -> dict:
             "other": len(results) - len(ok) - len(busy)}
 
 
-def breakdown(index: Path, base: str) -> None:
-    """Median ms of the parts of one text search, in this process, then over HTTP alone."""
+def breakdown(index: Path, base: str, threads: int) -> None:
+    """Median ms of the parts of one text search, in this process (with the server's torch
+    threads), then over HTTP alone."""
+    import torch
+
     from rag import pipeline
     from rag.types import Query
+
+    torch.set_num_threads(threads)
 
     def median_ms(call, n=30) -> float:
         call()
@@ -155,14 +163,16 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=200, help="requests per row")
     parser.add_argument("--overload", type=int, default=64, help="clients of the overload row")
     parser.add_argument("--app", default="rag.api", help="module whose create_app is served")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads of the server's "
+                                                                "worker (as serve --threads)")
     parser.add_argument("--no-breakdown", action="store_true")
     args = parser.parse_args()
     port = free_port()
-    server = start_server(args.app, args.index.resolve(), port)
+    server = start_server(args.app, args.index.resolve(), port, args.threads)
     base = f"http://127.0.0.1:{port}"
     try:
         if not args.no_breakdown:
-            breakdown(args.index, base)
+            breakdown(args.index, base, args.threads)
         probe = HealthProbe(base)
         rows = {f"search text->reports k=5, {args.clients} clients": (
             lambda c, u: c.post(f"{u}/v1/search", data=QUERY), args.clients, args.requests)}

@@ -49,6 +49,7 @@ class Settings:
     max_waiting: int = 16  # requests queued behind the one being served
     max_text_chars: int = 2000  # a search text or question, in characters...
     max_text_words: int = 1000  # ...and in words (a Chinese character counts as one)
+    threads: int | None = None  # torch threads of the worker (None: torch's; serve uses 1)
     thumbnail_px: int = 256
     generator: str = "auto"  # who writes /v1/ask's reports (loaded once at start)
     generator_options: dict[str, Any] = field(default_factory=dict)  # e.g. {"model_path": ...}

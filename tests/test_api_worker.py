@@ -190,7 +190,9 @@ def test_serve_passes_the_queue_and_text_limits(tmp_path, monkeypatch):
     served = {}
     monkeypatch.setattr(uvicorn, "run", lambda app, **options: served.update(app=app, **options))
     result = CliRunner().invoke(cli.app, ["serve", "--index", str(tmp_path), "--max-waiting", "3",
-                                          "--max-text-chars", "500", "--port", "8123"])
+                                          "--max-text-chars", "500", "--port", "8123",
+                                          "--threads", "2"])
     assert result.exit_code == 0, result.output
     settings = served["app"].state.service.settings
-    assert (settings.max_waiting, settings.max_text_chars, served["port"]) == (3, 500, 8123)
+    assert (settings.max_waiting, settings.max_text_chars, settings.threads) == (3, 500, 2)
+    assert served["port"] == 8123
