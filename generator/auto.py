@@ -106,7 +106,8 @@ class AutoGenerator(Generator):
         model failed (None when it did not)."""
         cache = self._cache()
         label = self._llm_label()
-        found = {i: zh for i, s in enumerate(sentences) if cache and (zh := cache.cached(s, label))}
+        found = {i: zh for i, s in enumerate(sentences)
+                 if cache is not None and (zh := cache.cached(s, label))}
         rest = [i for i in range(len(sentences)) if i not in found]
         if not rest:
             return found, None
@@ -129,7 +130,7 @@ class AutoGenerator(Generator):
             zh = parse_citations(numbered.get(str(n), ""))[0]
             if has_cjk(zh) and not has_placeholder(zh):
                 found[i] = zh
-                if cache:
+                if cache is not None:  # an empty memory is falsy (len 0)
                     cache.remember(sentences[i], label, zh)
         return found, None
 

@@ -97,3 +97,15 @@ def test_an_index_without_a_memory_file_still_answers(tmp_path, monkeypatch):
     report = generator.generate(HITS, QUERY, "zh")
     assert report.sentences() and all(s.cites for s in report.sentences())
     generator.close()
+
+
+def test_model_translations_are_cached_in_an_empty_user_memory(tmp_path):
+    """An empty memory (no aligned pairs yet, the state of every fresh machine) still caches."""
+    llm = FakeLLM({"The lungs are clear.": "双肺清晰。", "There is no pleural effusion.": "无胸腔积液。",
+                   "No acute disease.": "无急性病变。"})
+    path = tmp_path / "fresh.sqlite"
+    _auto(path, llm).generate(HITS, QUERY, "zh")
+    again = FakeLLM({})
+    report = _auto(path, again).generate(HITS, QUERY, "zh")
+    assert llm.calls == 1 and again.calls == 0
+    assert [s.text for s in report.sentences()] == ["双肺清晰。", "无胸腔积液。", "无急性病变。"]
