@@ -49,7 +49,10 @@ def index(corpus: str | Path, index_dir: str | Path = DEFAULT_INDEX, encoder: st
     summary = build_index(corpus, index_dir, create_encoder(encoder), encoder, backends, fmt,
                           batch_size, progress, rebuild, index_options,
                           follow_symlinks=follow_symlinks, wait=wait)
-    build_translation_memory(index_dir)
+    from rag.index_lock import IndexLock
+
+    with IndexLock(index_dir, wait):  # the memory is written into the live index: one writer
+        build_translation_memory(index_dir)
     return summary
 
 
