@@ -27,3 +27,15 @@ def shared_subdir(name: str) -> Path:
     if not path.is_dir():
         pytest.skip(f"{name} not found at {path} (set CASELENS_SHARED_DATA)")
     return path
+
+
+@pytest.fixture(scope="module")
+def index_dir(tmp_path_factory):
+    """A tiny-encoder index of the seeded test corpus (tests/test_pipeline.make_corpus), built
+    once per module; modules that need another index define their own `index_dir`."""
+    from rag import pipeline
+    from tests.test_pipeline import make_corpus
+
+    root = tmp_path_factory.mktemp("tiny_index")
+    pipeline.index(make_corpus(root / "corpus"), root / "index", encoder="tiny")
+    return root / "index"

@@ -11,17 +11,8 @@ from fastapi.testclient import TestClient
 from PIL import Image
 from pydicom.data import get_testdata_file
 
-from rag import pipeline
 from rag.api import Settings, create_app
-from tests.test_pipeline import make_corpus
 
-
-@pytest.fixture(scope="module")
-def index_dir(tmp_path_factory):
-    root = tmp_path_factory.mktemp("api")
-    corpus = make_corpus(root / "corpus")
-    pipeline.index(corpus, root / "index", encoder="tiny")
-    return root / "index"
 
 
 @pytest.fixture(scope="module")

@@ -7,13 +7,10 @@ import threading
 from contextlib import contextmanager
 
 import httpx
-import pytest
 import uvicorn
 
-from rag import pipeline
 from rag.api import Settings, create_app
 from tests.test_api_worker import TEXT, Held
-from tests.test_pipeline import make_corpus
 
 LIMIT = 256 * 1024
 CHUNK = 64 * 1024
@@ -21,12 +18,6 @@ BOUNDARY = "caselensboundary"
 PART_HEAD = (f"--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"file\"; "
              f"filename=\"x.png\"\r\nContent-Type: image/png\r\n\r\n").encode()
 
-
-@pytest.fixture(scope="module")
-def index_dir(tmp_path_factory):
-    root = tmp_path_factory.mktemp("api_streaming")
-    pipeline.index(make_corpus(root / "corpus"), root / "index", encoder="tiny")
-    return root / "index"
 
 
 class CountingApp:

@@ -13,16 +13,9 @@ from fastapi.testclient import TestClient
 from generator.base import GeneratorCrashed
 from rag import pipeline
 from rag.api import Settings, create_app
-from tests.test_pipeline import make_corpus
 
 TEXT = {"text": "pleural effusion", "k": "3"}
 
-
-@pytest.fixture(scope="module")
-def index_dir(tmp_path_factory):
-    root = tmp_path_factory.mktemp("api_worker")
-    pipeline.index(make_corpus(root / "corpus"), root / "index", encoder="tiny")
-    return root / "index"
 
 
 class Held:
