@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import re
 
+from rag.negation import detect_language
+
 # XXXX-style runs (not inside a word), runs of underscores, and [** ... **] brackets
 PLACEHOLDER = re.compile(r"(?<![A-Za-z])X{3,}(?![A-Za-z])|_{3,}|\[\*\*.*?\*\*\]")
 _CLAUSE = re.compile(r"(?<=[,;，；])\s*")
@@ -31,7 +33,7 @@ def redact(sentence: str) -> str | None:
         return None
     kept = [c for c in clauses if not has_placeholder(c)]
     end = _END.search(sentence)
-    text = " ".join(kept) if not re.search(r"[\u3400-\u9fff]", sentence) else "".join(kept)
+    text = "".join(kept) if detect_language(sentence) == "zh" else " ".join(kept)
     text = re.sub(r"(?:\s*(?:,|;|，|；|\band\b|\bor\b))+\s*$", "", text).strip()
     if len(re.findall(r"\w", text)) < 3:
         return None
@@ -49,5 +51,5 @@ def redact_text(text: str, split) -> tuple[str, int]:
     sentences = split(text)
     kept = [redact(s) for s in sentences]
     hit = sum(has_placeholder(s) for s in sentences)
-    joiner = "" if re.search(r"[\u3400-\u9fff]", text) else " "
+    joiner = "" if detect_language(text) == "zh" else " "
     return joiner.join(s for s in kept if s), hit
