@@ -49,10 +49,14 @@ def index(corpus: str | Path, index_dir: str | Path = DEFAULT_INDEX, encoder: st
     summary = build_index(corpus, index_dir, create_encoder(encoder), encoder, backends, fmt,
                           batch_size, progress, rebuild, index_options,
                           follow_symlinks=follow_symlinks, wait=wait)
+    from generator.translation_memory import INDEX_FILE
     from rag.index_lock import IndexLock
 
-    with IndexLock(index_dir, wait):  # the memory is written into the live index: one writer
-        build_translation_memory(index_dir)
+    unchanged = summary.incremental and not any(
+        summary.changes.get(name) for name in ("added", "updated", "removed"))
+    if not unchanged or not (Path(index_dir) / INDEX_FILE).exists():  # else nothing to align
+        with IndexLock(index_dir, wait):  # written into the live index: one writer
+            build_translation_memory(index_dir)
     return summary
 
 

@@ -1,4 +1,6 @@
 """The sentence-level translation memory (generator/translation_memory.py)."""
+import json
+
 import pytest
 
 from generator.translation_memory import (TranslationMemory, align, bilingual_pairs, build,
@@ -76,3 +78,29 @@ def test_the_cache_remembers_a_model_translation_per_model(tmp_path):
     assert memory.cached("the lungs are clear", "llm:a") == "双肺清晰。"
     assert memory.cached("The lungs are clear.", "llm:b") is None
     assert sentence_key("  The  lungs are clear. ") == "the lungs are clear"
+
+
+STUDIES = [("s1", "The lungs are clear. There is no pleural effusion.", "双肺清晰。未见胸腔积液。"),
+           ("s2", "The heart is enlarged. No pneumothorax.", "心影增大。未见气胸。")]
+
+
+def test_index_writes_the_memory_and_an_unchanged_rerun_leaves_it_alone(tmp_path, monkeypatch):
+    from generator.translation_memory import INDEX_FILE
+    from rag import pipeline
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    lines = [{"text": en, "lang": "en", "study": study}
+             for study, en, _ in STUDIES] + [{"text": zh, "lang": "zh", "study": study}
+                                            for study, _, zh in STUDIES]
+    (corpus / "manifest.jsonl").write_text(
+        "\n".join(json.dumps(line, ensure_ascii=False) for line in lines), encoding="utf-8")
+    pipeline.index(corpus, tmp_path / "index", encoder="tiny", backends=("faiss",))
+    memory = tmp_path / "index" / INDEX_FILE
+    assert memory.is_file() and len(TranslationMemory(memory, readonly=True)) > 0
+    calls = []
+    monkeypatch.setattr(pipeline, "build_translation_memory", lambda d: calls.append(d))
+    summary = pipeline.index(corpus, tmp_path / "index", encoder="tiny", backends=("faiss",))
+    assert summary.changes["added"] == 0 and calls == []  # nothing to align again
+    memory.unlink()  # an index built before memories gets one at its next run
+    pipeline.index(corpus, tmp_path / "index", encoder="tiny", backends=("faiss",))
+    assert calls == [tmp_path / "index"]
