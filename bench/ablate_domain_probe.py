@@ -1,5 +1,5 @@
 """What the domain probe can reach from the frozen image backbone: held-out accuracy of a
-linear probe (rag.domain_probe.train_probe: weight decay and class weighting picked on the
+linear probe (rag.encoders.domain_probe.train_probe: weight decay and class weighting picked on the
 validation split) on several inputs, over the same train / val / test split as `train encoder`.
 
     python bench/ablate_domain_probe.py ../shared/data/cov-ctr ../shared/data/medpix-2.0 \\
@@ -22,10 +22,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from rag.domain_probe import is_class, train_probe  # noqa: E402
-from rag.encoder import create_encoder  # noqa: E402
+from rag.encoders.domain_probe import is_class, train_probe  # noqa: E402
+from rag.encoders.base import create_encoder  # noqa: E402
 from rag.images import ImageError, load_image  # noqa: E402
-from rag.training import TrainConfig, collect_pairs  # noqa: E402
+from rag.training.encoder import TrainConfig, collect_pairs  # noqa: E402
 
 
 @torch.no_grad()

@@ -25,8 +25,8 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from rag.encoder import create_encoder  # noqa: E402
-from rag.training import TrainConfig, train_heads  # noqa: E402
+from rag.encoders.base import create_encoder  # noqa: E402
+from rag.training.encoder import TrainConfig, train_heads  # noqa: E402
 
 EN = ("Patchy ground-glass opacity in the right lower lobe, consistent with viral pneumonia. "
       "No pleural effusion.")

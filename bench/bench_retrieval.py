@@ -24,7 +24,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from rag import pipeline  # noqa: E402
-from rag.training import TrainConfig, split_of  # noqa: E402
+from rag.training.encoder import TrainConfig, split_of  # noqa: E402
 from tests.conftest import shared_data_dir  # noqa: E402
 
 DEFAULT = ("cov-ctr", "medpix-2.0", "covid-chestxray")

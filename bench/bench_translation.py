@@ -4,7 +4,7 @@ A memory is built from the bilingual pairs of the TRAINING split of COV-CTR (and
 --openi, every Open-i zh/en rewrite pair: no Open-i image is in a test split here); then every
 English sentence of the TEST split reports of COV-CTR and MedPix 2.0 is looked up. Prints the
 memory's size, build time, and per corpus how many sentences were exact / near matches / left
-for the LLM. The test split is rag.training's (by patient / case group).
+for the LLM. The test split is rag.training.encoder's (by patient / case group).
 
     python bench/bench_translation.py [--openi] [--data ../shared/data] [--near 0.95]
 """
@@ -24,9 +24,9 @@ from generator.evidence import split_sentences  # noqa: E402
 from generator.placeholders import has_placeholder  # noqa: E402
 from generator.translation_memory import (TranslationMemory, align, bilingual_pairs,  # noqa: E402
                                           lookup)
-from rag.backbones import TEXT_BACKBONES  # noqa: E402
+from rag.encoders.backbones import TEXT_BACKBONES  # noqa: E402
 from rag.building import iter_records  # noqa: E402
-from rag.report_eval import reference_text, split_records  # noqa: E402
+from rag.evaluation.reports import reference_text, split_records  # noqa: E402
 
 
 def reports(folder: Path):

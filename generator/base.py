@@ -18,7 +18,7 @@ register_generator = registrar(GENERATORS)
 # backends live in their own modules and register themselves when imported
 _MODULES = {"auto": "generator.auto",
             "grounded": "generator.composer", "composer": "generator.composer",
-            "llm": "generator.llm", "vlm": "generator.vlm", "mllm": "generator.mllm"}
+            "llm": "generator.llm", "vlm": "generator.vlm", "mllm": "generator.mllm.generator"}
 
 
 class GeneratorCrashed(RuntimeError):

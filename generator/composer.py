@@ -23,8 +23,8 @@ from pathlib import Path
 from generator.base import Generator, register_generator
 from generator.evidence import SECTIONS, has_cjk, report_sections, report_sources, split_sentences
 from generator.placeholders import has_placeholder, redact
-from rag.clinical_labels import NO_FINDING, label_report
-from rag.negation import sentence_polarity
+from rag.text.clinical_labels import NO_FINDING, label_report
+from rag.text.negation import sentence_polarity
 from rag.types import Hit, Query, Record, Report, Sentence
 
 PHRASES = Path(__file__).parent / "phrases"

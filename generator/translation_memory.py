@@ -41,7 +41,7 @@ import numpy as np
 from generator.evidence import SECTIONS, has_cjk, report_sections, split_sentences
 from generator.glossary import terms_in
 from generator.placeholders import has_placeholder
-from rag.negation import sentence_polarity
+from rag.text.negation import sentence_polarity
 from rag.types import Record
 
 log = logging.getLogger(__name__)

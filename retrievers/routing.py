@@ -6,7 +6,7 @@ Two classifiers, one Route:
   - "knn": a score-weighted k-nearest-neighbour vote over the indexed images and the domain
     their corpus metadata gave them. It needs no training and follows every update;
   - "probe", when the index holds no image to vote (a reports-only index): the encoder's
-    linear domain probe (rag/domain_probe.py, trained with the heads), its probabilities
+    linear domain probe (rag/encoders/domain_probe.py, trained with the heads), its probabilities
     restricted to the domains the index holds. On held-out images of the shared data the
     probe names the domain 0.87 of the time (the modality 0.96; the vote measured 0.865 on
     the older MedPix labels): the vote comes first.
@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from indexers.base import VectorIndex
-from rag.domain_probe import DomainProbe
+from rag.encoders.domain_probe import DomainProbe
 from rag.store import RecordStore
 
 

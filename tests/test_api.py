@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 from pydicom.data import get_testdata_file
 
-from rag.api import Settings, create_app
+from rag.service.api import Settings, create_app
 
 
 

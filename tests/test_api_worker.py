@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 
 from generator.base import GeneratorCrashed
 from rag import pipeline
-from rag.api import Settings, create_app
+from rag.service.api import Settings, create_app
 
 TEXT = {"text": "pleural effusion", "k": "3"}
 

@@ -82,7 +82,7 @@ def test_bad_image_missing_index_and_bad_corpus(index_dir, tmp_path):
 
 
 def test_other_encoder_is_refused(index_dir, tmp_path):
-    from rag.encoder import CONFIG_DIR
+    from rag.encoders.base import CONFIG_DIR
 
     idx, _ = index_dir
     config = json.loads((CONFIG_DIR / "tiny.json").read_text())

@@ -13,7 +13,7 @@ from llama_index.core.llms import MockLLM  # noqa: E402
 from llama_index.core.query_engine import RetrieverQueryEngine  # noqa: E402
 from llama_index.core.schema import ImageNode, QueryBundle  # noqa: E402
 
-from rag.llama_retriever import CaselensRetriever  # noqa: E402
+from rag.service.llama_retriever import CaselensRetriever  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ import uvicorn
 from PIL import Image
 
 from rag import pipeline
-from rag.api import Settings, create_app
+from rag.service.api import Settings, create_app
 from tests.test_pipeline import make_corpus
 
 REPO = Path(__file__).resolve().parents[1]

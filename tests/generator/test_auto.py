@@ -4,7 +4,7 @@ import pytest
 from generator.base import GeneratorCrashed, create_generator
 from generator.evidence import has_cjk
 from generator.translation_memory import TranslationMemory
-from rag.backbones import TEXT_BACKBONES
+from rag.encoders.backbones import TEXT_BACKBONES
 from rag.types import Hit, Query, Record
 
 

@@ -4,7 +4,7 @@ import itertools
 import pytest
 
 from generator.base import create_generator
-from rag.clinical_labels import NO_FINDING, label_report
+from rag.text.clinical_labels import NO_FINDING, label_report
 from rag.types import Hit, Query, Record
 from tests.conftest import shared_subdir
 

@@ -9,9 +9,9 @@ import torch
 from PIL import Image
 
 from generator.evidence import Case, has_cjk
-from generator.mllm_model import IGNORE, IMAGE_MARK, Projector, build_model, load_variant
-from rag.mllm_data import Example, cited_answer, save_examples
-from rag.mllm_training import MLLMTrainConfig, fit_answer, train_mllm
+from generator.mllm.model import IGNORE, IMAGE_MARK, Projector, build_model, load_variant
+from rag.training.mllm_data import Example, cited_answer, save_examples
+from rag.training.mllm import MLLMTrainConfig, fit_answer, train_mllm
 from rag.types import Hit, Query, Record
 from tests.generator.tiny_vlm import build_qwen2_lm
 
@@ -202,7 +202,7 @@ def test_missing_weights_say_how_to_train_them(tmp_path):
 
 def test_shipped_weights_match_their_manifest():
     from generator.gguf import model_specs
-    from generator.mllm_model import WEIGHTS_DIR
+    from generator.mllm.model import WEIGHTS_DIR
     from rag.manifest import file_sha256
 
     shipped = sorted(WEIGHTS_DIR.glob("*/manifest.json"))
@@ -243,7 +243,7 @@ def test_the_shipped_mllm_writes_a_cited_chinese_report_with_the_real_model(imag
 def test_a_dequantized_gguf_is_reused_only_while_the_file_is_unchanged(tmp_path, monkeypatch):
     import os
 
-    from generator.mllm_model import _conversion_dir, _converted
+    from generator.mllm.model import _conversion_dir, _converted
 
     monkeypatch.setenv("CASELENS_MODELS", str(tmp_path / "models"))
     gguf = tmp_path / "m.gguf"

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from generator.support import SupportCheck
-from rag.backbones import TEXT_BACKBONES
+from rag.encoders.backbones import TEXT_BACKBONES
 from rag.types import Hit, Record, Report, Sentence
 
 CASE = ("The heart is normal in size. No pleural effusion. Bibasilar atelectasis. "

@@ -5,7 +5,7 @@ import pytest
 
 from generator.translation_memory import (TranslationMemory, align, bilingual_pairs, build,
                                           lookup, sentence_key)
-from rag.backbones import TEXT_BACKBONES
+from rag.encoders.backbones import TEXT_BACKBONES
 from rag.types import Record
 
 

@@ -162,7 +162,7 @@ def test_cli_ask_prints_the_crash_in_one_sentence_and_exits_1(index_dir, monkeyp
 
 
 def test_eval_report_records_the_crashed_items_and_goes_on(index_dir, tmp_path):  # noqa: F811
-    from rag.report_eval import evaluate_reports, to_markdown
+    from rag.evaluation.reports import evaluate_reports, to_markdown
 
     idx, corpus = index_dir
     result = evaluate_reports(corpus, "all", "en", ("grounded", "llm"), index_dir=idx, limit=3,

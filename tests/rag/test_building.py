@@ -9,7 +9,7 @@ from corpora.base import READERS, CorpusReader
 from indexers.base import open_index
 from rag import pipeline
 from rag.building import build_index
-from rag.encoder import create_encoder
+from rag.encoders.base import create_encoder
 from rag.store import RecordStore
 from rag.types import Problem, Query, Record
 from tests.test_pipeline import make_corpus

@@ -1,10 +1,10 @@
-"""Rule-based clinical labels (rag.clinical_labels) on hand-written reports, label F1 by hand,
+"""Rule-based clinical labels (rag.text.clinical_labels) on hand-written reports, label F1 by hand,
 and English/Chinese agreement on the real COV-CTR reports."""
 import csv
 
 import pytest
 
-from rag.clinical_labels import LABEL_PATTERNS, LABELS, label_f1, label_report
+from rag.text.clinical_labels import LABEL_PATTERNS, LABELS, label_f1, label_report
 from tests.conftest import shared_subdir
 
 CHEXPERT = [

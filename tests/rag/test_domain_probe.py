@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from rag.domain_probe import FORMAT_VERSION, DomainProbe, probe_path, train_probe
-from rag.encoder import CONFIG_DIR, EncoderError, ProjectionHeads, create_encoder
+from rag.encoders.domain_probe import FORMAT_VERSION, DomainProbe, probe_path, train_probe
+from rag.encoders.base import CONFIG_DIR, EncoderError, ProjectionHeads, create_encoder
 
 
 def _probe(dim: int = 3) -> DomainProbe:

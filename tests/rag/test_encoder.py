@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from rag.encoder import EncoderError, create_encoder
+from rag.encoders.base import EncoderError, create_encoder
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +57,7 @@ def test_missing_heads_file_says_how_to_train(tmp_path):
 def test_a_larger_efficientnet_names_the_package_that_holds_its_weights(size, monkeypatch):
     import importlib
 
-    from rag.backbones import IMAGE_BACKBONES, BackboneError
+    from rag.encoders.backbones import IMAGE_BACKBONES, BackboneError
 
     real = importlib.import_module
 

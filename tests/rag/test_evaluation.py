@@ -8,9 +8,9 @@ import pytest
 from typer.testing import CliRunner
 
 from cli import app
-from rag import evaluation
-from rag.domain_probe import DomainProbe
-from rag.evaluation import (
+from rag.evaluation import retrieval as evaluation
+from rag.encoders.domain_probe import DomainProbe
+from rag.evaluation.retrieval import (
     domain_accuracy,
     link,
     random_baseline,

@@ -15,11 +15,11 @@ import pytest
 from typer.testing import CliRunner
 
 from cli import app
-from rag import index_lock, pipeline
+from rag import manifest
+from rag import pipeline
 from rag.building import build_index
-from rag.encoder import create_encoder
-from rag.index_lock import IndexBusy, IndexLock, swap_paths
-from rag.manifest import ManifestError, read_manifest
+from rag.encoders.base import create_encoder
+from rag.manifest import IndexBusy, IndexLock, ManifestError, read_manifest, swap_paths
 from tests.test_pipeline import make_corpus
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -75,7 +75,7 @@ def test_a_waiting_build_goes_on_once_the_holder_lets_go(index, monkeypatch):
         pauses.append(seconds)
         holder.__exit__(None, None, None)
 
-    monkeypatch.setattr(index_lock, "_pause", release)
+    monkeypatch.setattr(manifest, "_pause", release)
     summary = build_index(corpus, index_dir, create_encoder("tiny"), "tiny", wait=600)
     assert len(pauses) == 1 and summary.incremental
 
@@ -91,7 +91,7 @@ def test_a_lock_held_by_another_process_names_it_and_dies_with_it(index):
     corpus, index_dir = index
     code = textwrap.dedent(f"""
         import sys
-        from rag.index_lock import IndexLock
+        from rag.manifest import IndexLock
         with IndexLock({str(index_dir)!r}):
             print("locked", flush=True)
             sys.stdin.read()

@@ -3,8 +3,8 @@ cases, both report languages, a share with a random study's cases, a stable JSON
 import pytest
 
 from rag.building import read_records
-from rag.mllm_data import build_examples, load_examples, save_examples
-from rag.report_eval import split_records
+from rag.training.mllm_data import build_examples, load_examples, save_examples
+from rag.evaluation.reports import split_records
 from tests.test_pipeline import make_corpus
 
 

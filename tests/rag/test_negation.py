@@ -1,7 +1,7 @@
-"""Polarity of findings (rag.negation) on hand-written English and Chinese sentences."""
+"""Polarity of findings (rag.text.negation) on hand-written English and Chinese sentences."""
 import pytest
 
-from rag.negation import detect_language, mention_polarity, sentence_polarity
+from rag.text.negation import detect_language, mention_polarity, sentence_polarity
 
 # (text, the finding's first words, expected polarity)
 MENTIONS = [
@@ -89,7 +89,7 @@ def test_sentence_polarity_keeps_negated_and_affirmed_findings_apart():
 
 
 def test_asymptomatic_is_not_a_negation_of_what_follows():
-    from rag.clinical_labels import label_report
+    from rag.text.clinical_labels import label_report
 
     assert label_report("可能存在一些慢性无症状感染，与慢性实变相关。")["Consolidation"] != 0
     assert label_report("无胸腔积液。")["Pleural Effusion"] == 0

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from rag.encoder import EncoderError, create_encoder
+from rag.encoders.base import EncoderError, create_encoder
 
 TINY_ARCH = {
     "embed_dim": 16,
@@ -59,7 +59,7 @@ def test_hub_weights_offline_fail_fast_with_advice(tmp_path):
 
 def test_open_clip_towers_train_under_caselens_heads(tmp_path):
     """A towers config over open_clip backbones: the same stage-1 training and evaluation."""
-    from rag.training import TrainConfig, train_heads
+    from rag.training.encoder import TrainConfig, train_heads
     from tests.test_pipeline import make_corpus
 
     (tmp_path / "caselens-tiny-vit.json").write_text(json.dumps(TINY_ARCH))
@@ -86,7 +86,7 @@ def test_open_clip_backbone_without_its_block_says_what_to_add(tmp_path):
     path = tmp_path / "towers.json"
     path.write_text(json.dumps({"name": "x", "type": "towers", "image_backbone": "open_clip",
                                 "text_backbone": "hash-bag", "dim": 8, "heads": None}))
-    from rag.backbones import BackboneError
+    from rag.encoders.backbones import BackboneError
 
     with pytest.raises(BackboneError, match="open_clip"):
         create_encoder(path)

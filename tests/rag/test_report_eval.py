@@ -7,7 +7,7 @@ from typer.testing import CliRunner
 
 from cli import app
 from rag.building import read_records
-from rag.report_eval import eval_items, split_records
+from rag.evaluation.reports import eval_items, split_records
 from rag.store import RecordStore
 from tests.test_pipeline import make_corpus
 

@@ -1,8 +1,8 @@
-"""NLG metrics (rag.report_metrics): tokens, hand-computed BLEU and ROUGE-L, CIDEr-D against a
+"""NLG metrics (rag.evaluation.metrics): tokens, hand-computed BLEU and ROUGE-L, CIDEr-D against a
 value from pycocoevalcap, METEOR without WordNet, and the guards."""
 import pytest
 
-from rag.report_metrics import cider_d, meteor, nlg_scores, rouge_l, tokens
+from rag.evaluation.metrics import cider_d, meteor, nlg_scores, rouge_l, tokens
 
 REPORTS = [
     "no pleural effusion or pneumothorax",

@@ -50,7 +50,7 @@ def test_unknown_filter_is_refused(tmp_path):
 
 
 def test_chinese_lexical_search_uses_jieba_words_with_the_radiology_lexicon(tmp_path):
-    from rag.store import words
+    from rag.text.words import words
 
     assert "磨玻璃影" in words("右肺上叶见磨玻璃影，双侧胸腔积液。")
     assert "胸腔积液" in words("双侧胸腔积液")

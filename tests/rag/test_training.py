@@ -4,8 +4,8 @@ import json
 import numpy as np
 import pytest
 
-from rag.encoder import CONFIG_DIR, create_encoder
-from rag.training import TrainConfig, collect_pairs, split_of, train_heads
+from rag.encoders.base import CONFIG_DIR, create_encoder
+from rag.training.encoder import TrainConfig, collect_pairs, split_of, train_heads
 from tests.test_pipeline import make_corpus
 
 
@@ -83,7 +83,7 @@ def test_an_interrupted_run_resumes_from_its_checkpoint(tmp_path):
 
 
 def test_a_domain_probe_is_trained_saved_and_used_for_routing(tmp_path):
-    from rag.domain_probe import DomainProbe, probe_path
+    from rag.encoders.domain_probe import DomainProbe, probe_path
 
     corpus = make_corpus(tmp_path / "corpus", n_per_class=12, bad_image=False)
     manifest = corpus / "manifest.jsonl"
@@ -110,8 +110,8 @@ def test_the_lexical_channel_learns_to_match_terms_across_languages():
     import torch
     from open_clip.loss import ClipLoss
 
-    from rag.encoder import ProjectionHeads
-    from rag.training import _ranked
+    from rag.encoders.base import ProjectionHeads
+    from rag.training.encoder import _ranked
 
     sides = [("左侧", "left"), ("右侧", "right"), ("双侧", "bilateral")]
     findings = [("胸腔积液", "pleural effusion"), ("气胸", "pneumothorax"),
@@ -144,9 +144,9 @@ def test_the_lexical_channel_learns_to_match_terms_across_languages():
 def test_unfrozen_backbone_stages_are_trained_saved_and_used_by_the_encoder(tmp_path):
     import torch
 
-    from rag.encoder import TAIL_STAGES
+    from rag.encoders.base import TAIL_STAGES
     from rag.images import load_image
-    from rag.training import _load_init
+    from rag.training.encoder import _load_init
 
     corpus = make_corpus(tmp_path / "corpus", n_per_class=10, bad_image=True)
     heads = tmp_path / "heads" / "tiny.pt"
@@ -190,7 +190,7 @@ def test_a_backbone_split_computes_the_same_features():
     import torch
     from PIL import Image
 
-    from rag.backbones import IMAGE_BACKBONES
+    from rag.encoders.backbones import IMAGE_BACKBONES
 
     backbone = IMAGE_BACKBONES["tiny-cnn"]()
     images = [Image.fromarray(np.random.default_rng(i).integers(0, 255, (70, 90, 3), np.uint8))
@@ -203,7 +203,7 @@ def test_a_backbone_split_computes_the_same_features():
 
 
 def test_a_training_fraction_keeps_whole_groups_and_trains_on_fewer_pairs(tmp_path):
-    from rag.training import share_of_groups
+    from rag.training.encoder import share_of_groups
 
     groups = ["p1", "p1", "p2", "p3", "p3", "p3", "p4"]
     rows = np.arange(len(groups))

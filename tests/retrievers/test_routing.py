@@ -127,7 +127,7 @@ def test_diversity_reorders_by_marginal_relevance():
 
 def test_the_domain_probe_routes_when_no_indexed_image_can_vote(tmp_path):
     from indexers.base import open_index
-    from rag.domain_probe import DomainProbe
+    from rag.encoders.domain_probe import DomainProbe
     from rag.store import RecordStore
     from retrievers.routing import DomainRouter
 

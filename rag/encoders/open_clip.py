@@ -21,9 +21,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from rag.backbones import (BackboneError, ImageBackbone, TextBackbone, register_image_backbone,
+from rag.encoders.backbones import (BackboneError, ImageBackbone, TextBackbone, register_image_backbone,
                            register_text_backbone)
-from rag.encoder import Encoder, EncoderError, normalize, pick_device, register_encoder
+from rag.encoders.base import Encoder, EncoderError, normalize, pick_device, register_encoder
 from rag.manifest import file_sha256
 
 log = logging.getLogger(__name__)

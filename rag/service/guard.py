@@ -19,7 +19,7 @@ from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from rag.api_service import Worker
+from rag.service.runner import Worker
 
 log = logging.getLogger("caselens.api")
 FORM_OVERHEAD = 64 * 1024  # a form's fields around an upload; all that a body without one may hold

@@ -3,9 +3,9 @@
 For each image of the evaluated split: retrieve from an index of the training split (built
 here, never holding the test studies), draft a report with each generator, and score it
 against the study's reference report in that language:
-- BLEU-1..4, ROUGE-L, METEOR (exact + stem), CIDEr-D (rag.report_metrics); Chinese on
+- BLEU-1..4, ROUGE-L, METEOR (exact + stem), CIDEr-D (rag.evaluation.metrics); Chinese on
   characters and on jieba words;
-- clinical label F1 (rag.clinical_labels, uncertain counted as positive);
+- clinical label F1 (rag.text.clinical_labels, uncertain counted as positive);
 - the share of sentences the support check flags, and citations of no retrieved case.
 Beside the generators, as FactMM-RAG reports them: the top-1 retrieved report, the oracle
 (the retrieved report closest to the reference by ROUGE-L: what a perfect picker of the
@@ -43,8 +43,8 @@ def reference_text(record: Record) -> str:
 
 
 def split_records(records: list[Record]) -> dict[str, str]:
-    """Record id -> train / val / test, by patient / case group (rag.training's split)."""
-    from rag.training import TrainConfig, group_of, split_of
+    """Record id -> train / val / test, by patient / case group (rag.training.encoder's split)."""
+    from rag.training.encoder import TrainConfig, group_of, split_of
 
     cfg = TrainConfig()
     return {rec.id: split_of(group_of(rec), cfg) for rec in records}
@@ -67,7 +67,7 @@ def training_index(corpus: Path, encoder: str, work_dir: Path,
                    progress: Callable[[int, int | None], None] | None = None) -> Path:
     """An index of the corpus's training split only (reused when already built)."""
     from rag.building import build_index
-    from rag.encoder import create_encoder
+    from rag.encoders.base import create_encoder
 
     records, _, _ = read_records(corpus, None)
     splits = split_records(records)
@@ -79,7 +79,7 @@ def training_index(corpus: Path, encoder: str, work_dir: Path,
 
 
 def _oracle(hits, lang: str, reference: str, tokens) -> str:
-    from rag.report_metrics import rouge_l
+    from rag.evaluation.metrics import rouge_l
 
     texts = [reference_text(rec) for rec, _, _ in report_sources(hits, lang)]
     if not texts:
@@ -89,8 +89,8 @@ def _oracle(hits, lang: str, reference: str, tokens) -> str:
 
 
 def _score(hypotheses: list[str], references: list[str], lang: str) -> dict:
-    from rag.clinical_labels import label_f1
-    from rag.report_metrics import nlg_scores
+    from rag.text.clinical_labels import label_f1
+    from rag.evaluation.metrics import nlg_scores
 
     scores = {"nlg": nlg_scores(hypotheses, references, lang, "char" if lang == "zh" else "word")}
     if lang == "zh":
@@ -114,7 +114,7 @@ def evaluate_reports(corpus: str | Path, split: str = "test", lang: str = "en",
     (retrieval made wrong on purpose): a generator that copies its cases then scores low
     against the reference and high on `copy_rouge_l` (its ROUGE-L to the closest given case)."""
     from rag import pipeline
-    from rag.report_metrics import tokens as tokenize
+    from rag.evaluation.metrics import tokens as tokenize
 
     if split not in SPLITS:
         raise ValueError(f"split must be one of {', '.join(SPLITS)}, not {split!r}")
@@ -209,7 +209,7 @@ def evaluate_reports(corpus: str | Path, split: str = "test", lang: str = "en",
 
 def _copy_score(output: list[str], given: list[list[str]]) -> float:
     """ROUGE-L of an output to the closest of the cases it was given (1.0: a verbatim copy)."""
-    from rag.report_metrics import rouge_l
+    from rag.evaluation.metrics import rouge_l
 
     return max((rouge_l(output, case) for case in given), default=0.0) if output else 0.0
 

@@ -22,7 +22,7 @@ from functools import lru_cache
 import numpy as np
 import torch
 
-from rag.store import words as zh_words
+from rag.text.words import words as zh_words
 
 HAN = re.compile(r"[\u3400-\u9fff]")
 NOT_WORD = re.compile(r"\W+")

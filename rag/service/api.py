@@ -2,11 +2,11 @@
 
 `create_app(settings)` builds a FastAPI app; the index, encoder and generator are loaded once
 in the lifespan and shared by every request. Only `rag.pipeline` is called. Requests are
-served one at a time, off the event loop, by one worker thread (rag/api_service.py: the encoder,
+served one at a time, off the event loop, by one worker thread (rag/service/runner.py: the encoder,
 SQLite and the embedded Qdrant store are not made for concurrent use); up to `max_waiting`
 more wait their turn, beyond that the answer is 503 with Retry-After, and /healthz answers
 whatever the worker is doing. What can be refused from the headers (API key, size, a full
-queue) is refused before the body is read (rag/api_guard.py). No request field is ever used
+queue) is refused before the body is read (rag/service/guard.py). No request field is ever used
 as a file-system path.
 """
 from __future__ import annotations
@@ -30,8 +30,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from generator.base import GeneratorCrashed
 from rag import pipeline
-from rag.api_guard import RequestGuard
-from rag.api_service import ApiError, Service
+from rag.service.guard import RequestGuard
+from rag.service.runner import ApiError, Service
 from rag.images import ImageError, load_image, load_image_bytes
 
 log = logging.getLogger("caselens.api")

@@ -1,7 +1,7 @@
-"""The `mllm` generator: our fine-tuned MLLM (generator/mllm_model.py) sees the query image's
+"""The `mllm` generator: our fine-tuned MLLM (generator/mllm/model.py) sees the query image's
 feature map and the retrieved cases, and writes the cited report.
 
-The trained projector and LoRA adapter ship in generator/mllm_weights/<variant>/ with a
+The trained projector and LoRA adapter ship in generator/mllm/weights/<variant>/ with a
 manifest naming the base model's sha256; the base model is the packaged GGUF (set up by
 setup.sh), so `ask --generator mllm` works offline. `--mllm DIR` takes another training
 run's output (`train mllm --out DIR`).
@@ -20,7 +20,7 @@ from generator.base import Generator, register_generator
 from generator.composer import phrases
 from generator.evidence import number_cases, read_report
 from generator.llm import finish_report
-from generator.mllm_model import DEFAULT_VARIANT, IMAGE_MARK, WEIGHTS_DIR
+from generator.mllm.model import DEFAULT_VARIANT, IMAGE_MARK, WEIGHTS_DIR
 from generator.prompts import clip_text, render_mllm
 from generator.worker import ModelWorker
 from rag.types import Hit, Query, Report
@@ -62,14 +62,15 @@ class MLLMGenerator(Generator):
             if self._worker is None:
                 options = dict(model=str(self.model), max_tokens=self.max_tokens,
                                max_seconds=self.max_seconds, threads=self.threads, isolate=False)
-                self._worker = ModelWorker("generator.mllm:MLLMGenerator", options, warm="load")
+                self._worker = ModelWorker("generator.mllm.generator:MLLMGenerator", options,
+                                           warm="load")
             self._worker.start()
             return self._worker
         if self._model is None:
             import torch
 
             from generator.gguf import model_specs
-            from generator.mllm_model import build_model
+            from generator.mllm.model import build_model
 
             folder = weights_dir(self.model)
             manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))

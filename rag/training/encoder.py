@@ -24,11 +24,11 @@ from torch import nn
 
 from rag.manifest import file_sha256
 from rag.building import read_records
-from rag.domain_probe import probe_path, train_probe
-from rag.encoder import (TAIL_PREFIX, TAIL_STAGES, ProjectionHeads, TowersEncoder, load_config,
+from rag.encoders.domain_probe import probe_path, train_probe
+from rag.encoders.base import (TAIL_PREFIX, TAIL_STAGES, ProjectionHeads, TowersEncoder, load_config,
                          normalize, split_heads_state)
 from rag.images import ImageError, load_image
-from rag.plots import plot_curves
+from rag.training.plots import plot_curves
 from rag.types import Record
 
 log = logging.getLogger(__name__)

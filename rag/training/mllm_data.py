@@ -39,7 +39,7 @@ class Example:
 
 def _agrees(sentence: str, case_text: str, lang: str) -> bool:
     """False when the case states a finding of the sentence with the other polarity."""
-    from rag.clinical_labels import NO_FINDING, label_report
+    from rag.text.clinical_labels import NO_FINDING, label_report
 
     own = {k: v != 0 for k, v in label_report(sentence, lang).items() if k != NO_FINDING}
     theirs = {k: v != 0 for k, v in label_report(case_text, lang).items() if k != NO_FINDING}
@@ -87,8 +87,8 @@ def build_examples(corpus: str | Path, per_corpus: int = 200, cases: int = 2, ca
     from generator.prompts import clip_text
     from rag import pipeline
     from rag.building import read_records
-    from rag.report_eval import split_records, training_index
-    from rag.training import group_of
+    from rag.evaluation.reports import split_records, training_index
+    from rag.training.encoder import group_of
 
     corpus = Path(corpus)
     records, _, _ = read_records(corpus, None)

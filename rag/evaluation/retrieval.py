@@ -2,7 +2,7 @@
 
 Image -> report and report -> image Recall@K, MRR and median rank, overall, per domain and
 per source, beside what a random ranking scores; zh -> en and en -> zh report retrieval; and
-the accuracy of the encoder's domain probe. Pairs come from rag.training, split by patient /
+the accuracy of the encoder's domain probe. Pairs come from rag.training.encoder, split by patient /
 case group (never by image); `all` evaluates every pair, for an external test set.
 
 Queries and answers. The queries of a direction are the distinct items of one side (each
@@ -25,10 +25,10 @@ from pathlib import Path
 
 import numpy as np
 
-from rag.domain_probe import DomainProbe, is_class
-from rag.encoder import Encoder, TowersEncoder, create_encoder, load_config
+from rag.encoders.domain_probe import DomainProbe, is_class
+from rag.encoders.base import Encoder, TowersEncoder, create_encoder, load_config
 from rag.images import ImageError, load_image
-from rag.training import Pair, TextPair, TrainConfig, collect_pairs, collect_text_pairs
+from rag.training.encoder import Pair, TextPair, TrainConfig, collect_pairs, collect_text_pairs
 
 log = logging.getLogger(__name__)
 

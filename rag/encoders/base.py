@@ -1,7 +1,7 @@
 """Encoders: images and texts into one L2-normalised space.
 
 `create_encoder(name)` is the one public constructor. A name is a config under
-rag/model_configs/ ("default", "tiny") or a path to a config JSON. Configs are data: the
+rag/encoders/model_configs/ ("default", "tiny") or a path to a config JSON. Configs are data: the
 type picks the implementation from ENCODERS.
 """
 from __future__ import annotations
@@ -19,9 +19,9 @@ import torch
 from PIL import Image
 from torch import nn
 
-from rag.backbones import IMAGE_BACKBONES, TEXT_BACKBONES
-from rag.domain_probe import DomainProbe, probe_path
-from rag.lexical_features import bags
+from rag.encoders.backbones import IMAGE_BACKBONES, TEXT_BACKBONES
+from rag.encoders.domain_probe import DomainProbe, probe_path
+from rag.encoders.lexical_features import bags
 from rag.manifest import file_sha256
 from rag.registry import registrar
 
@@ -85,7 +85,7 @@ class ProjectionHeads(nn.Module):
     temperature of the symmetric InfoNCE loss (CLIP's logit_scale, initialised at 1/0.07).
 
     With `lexical_buckets`, the text side also sums a trained vector per hashed term of the
-    text (rag/lexical_features.py), initialised at zero: the channel bilingual training uses
+    text (rag/encoders/lexical_features.py), initialised at zero: the channel bilingual training uses
     to carry radiology terms across languages."""
 
     def __init__(self, image_in: int, text_in: int, dim: int, hidden: int, dropout: float = 0.0,
@@ -128,7 +128,7 @@ class TowersEncoder(Encoder):
         self.dim = int(config["dim"])
         self.low_confidence = float(config.get("low_confidence", 0.3))
         seed = int(config.get("seed", 0))
-        import rag.open_clip_encoder  # noqa: F401 - registers the "open_clip" backbones
+        import rag.encoders.open_clip  # noqa: F401 - registers the "open_clip" backbones
 
         for role, known in (("image_backbone", IMAGE_BACKBONES), ("text_backbone", TEXT_BACKBONES)):
             if config.get(role) not in known:
@@ -209,8 +209,8 @@ def load_config(name_or_path: str | Path) -> tuple[dict[str, Any], Path]:
 
 
 def create_encoder(name_or_path: str | Path = "default") -> Encoder:
-    """Build the encoder a config names (see rag/model_configs/)."""
-    import rag.open_clip_encoder  # noqa: F401 - registers "open_clip"
+    """Build the encoder a config names (see rag/encoders/model_configs/)."""
+    import rag.encoders.open_clip  # noqa: F401 - registers "open_clip"
 
     config, config_dir = load_config(name_or_path)
     kind = config.get("type", "towers")

@@ -1,7 +1,7 @@
 """A LlamaIndex retriever over a caselens index, so a LlamaIndex query engine can use our
 cross-modal search (image or text -> reports, images, guidelines, qa) as its context.
 
-    from rag.llama_retriever import CaselensRetriever
+    from rag.service.llama_retriever import CaselensRetriever
     retriever = CaselensRetriever.from_index("indexes/default", to=("report", "guideline"))
     engine = RetrieverQueryEngine.from_args(retriever, llm=my_llm)
 

@@ -26,12 +26,13 @@ from __future__ import annotations
 
 import re
 
+from rag.text.words import detect_language
+
 NEGATIVE = "negative"
 UNCERTAIN = "uncertain"
 POSITIVE = "positive"
 LANGUAGES = ("en", "zh")
 
-_CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff]")
 _MAX_GAP_WORDS = 8
 
 
@@ -105,10 +106,6 @@ _ZH_PSEUDO = _chars(
     "无症状",
 )
 
-
-def detect_language(text: str) -> str:
-    """"zh" when the text holds a CJK character, else "en"."""
-    return "zh" if _CJK.search(text) else "en"
 
 
 def _language(text: str, lang: str | None) -> str:

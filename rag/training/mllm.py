@@ -1,5 +1,5 @@
 """`train mllm`: stage 2a (projector only) then stage 2b (projector + LoRA) on examples built
-from the corpora's training splits (rag.mllm_data).
+from the corpora's training splits (rag.training.mllm_data).
 
 One step is one example (batch of 1, gradients accumulated over `accumulate` steps): the
 loss is the LLM's next-token loss on the answer only. Every `save_every` steps the
@@ -51,7 +51,7 @@ def fit_answer(answer: str, budget: int, count: Callable[[str], int]) -> str:
     lines = answer.split("\n")
     if count(answer) <= budget:
         return answer
-    from rag.mllm_data import HEADINGS
+    from rag.training.mllm_data import HEADINGS
 
     second = {heads[1] for heads in HEADINGS.values()}
     cut = next((i for i, line in enumerate(lines) if line in second), len(lines))
@@ -66,7 +66,7 @@ def fit_answer(answer: str, budget: int, count: Callable[[str], int]) -> str:
 
 
 def _examples(cfg: MLLMTrainConfig, run_dir: Path, progress) -> list:
-    from rag.mllm_data import build_examples, load_examples, save_examples
+    from rag.training.mllm_data import build_examples, load_examples, save_examples
 
     path = run_dir / "examples.jsonl"
     if path.exists():
@@ -80,7 +80,7 @@ def _examples(cfg: MLLMTrainConfig, run_dir: Path, progress) -> list:
 
 
 def prompt_of(model, example) -> str:
-    from generator.mllm_model import IMAGE_MARK
+    from generator.mllm.model import IMAGE_MARK
     from generator.prompts import render_mllm
 
     return model.chat_text(render_mllm(example.lang, example.cases, IMAGE_MARK))
@@ -130,7 +130,7 @@ def train_mllm(cfg: MLLMTrainConfig, out: Path, run_dir: Path, resume: bool = Tr
                progress: Callable[[int, int | None], None] | None = None,
                stage_progress: Callable[[str], None] | None = None) -> dict:
     """Train the variant's projector (2a) and LoRA (2b); write OUT and return the summary."""
-    from generator.mllm_model import add_lora, build_model, load_variant
+    from generator.mllm.model import add_lora, build_model, load_variant
 
     torch.manual_seed(cfg.seed)
     if cfg.threads:
@@ -254,7 +254,7 @@ def _ship(model, variant: dict, cfg: MLLMTrainConfig, examples: list, state: dic
 
     from generator.gguf import model_specs
     from rag.manifest import file_sha256
-    from rag.plots import plot_curves
+    from rag.training.plots import plot_curves
 
     rows = [json.loads(line) for line in (run_dir / "train_log.jsonl").read_text().splitlines()]
     smooth = [sum(r["loss"] for r in rows[i:i + 10]) / len(rows[i:i + 10])
@@ -279,7 +279,7 @@ def _ship(model, variant: dict, cfg: MLLMTrainConfig, examples: list, state: dic
                                            "file": spec.get("file")},
         "data": {"corpora": cfg.corpora, "examples": len(examples), "counts": dict(counts),
                  "examples_sha256": file_sha256(run_dir / "examples.jsonl"),
-                 "split": "training split of each corpus (rag.training.split_of); own study "
+                 "split": "training split of each corpus (rag.training.encoder.split_of); own study "
                           "and patient group never among the cases"},
         "training": {"config": asdict(cfg), "steps": state["step"], "stage": state["stage"],
                      "seconds": round(state["seconds"], 1), "stopped_at_time_limit": stopped_early,

@@ -1,10 +1,10 @@
 """The case-conditioned MLLM: the encoder's image feature map -> a projector -> the packaged
 Qwen2.5 (loaded in transformers from its GGUF, dequantized) with LoRA adapters (peft).
 
-A variant is data (generator/mllm_configs/<name>.json): which LLM, which image backbone,
+A variant is data (generator/mllm/configs/<name>.json): which LLM, which image backbone,
 which projector (`mlp`: every cell of the feature map becomes one LLM token; `pool`: the map
 is average-pooled to a grid first), LoRA rank and targets, and prompt budgets. The trained
-parts (projector + adapter) live in generator/mllm_weights/<name>/ with their manifest.
+parts (projector + adapter) live in generator/mllm/weights/<name>/ with their manifest.
 """
 from __future__ import annotations
 
@@ -22,15 +22,15 @@ from torch import nn
 from generator.loops import LOOP, LoopStop, cut_loop, last_whole_sentence, loop_period
 
 log = logging.getLogger(__name__)
-CONFIG_DIR = Path(__file__).parent / "mllm_configs"
-WEIGHTS_DIR = Path(__file__).parent / "mllm_weights"
+CONFIG_DIR = Path(__file__).parent / "configs"
+WEIGHTS_DIR = Path(__file__).parent / "weights"
 DEFAULT_VARIANT = "qwen0.5b-pool"
 IMAGE_MARK = "<image>"  # where the projected image tokens go in the prompt text
 IGNORE = -100  # label of a position the loss skips (prompt, image, padding)
 
 
 def load_variant(name_or_path: str | Path = DEFAULT_VARIANT) -> dict[str, Any]:
-    """A variant config by name (generator/mllm_configs/) or path to a .json."""
+    """A variant config by name (generator/mllm/configs/) or path to a .json."""
     path = Path(name_or_path)
     if path.suffix != ".json":
         path = CONFIG_DIR / f"{name_or_path}.json"
@@ -249,9 +249,9 @@ class CaseMLLM(nn.Module):
 def build_model(variant: dict, adapter: Path | None = None, trainable: bool = True,
                 projector: Path | None = None):
     """The CaseMLLM of a variant, with the projector (and adapter) of a checkpoint if given."""
-    from rag.backbones import IMAGE_BACKBONES
+    from rag.encoders.backbones import IMAGE_BACKBONES
 
-    from rag.encoder import pick_device
+    from rag.encoders.base import pick_device
 
     device = pick_device()  # a GPU when present (float32 on both)
     llm, tokenizer = load_llm(variant)

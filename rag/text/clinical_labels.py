@@ -19,14 +19,14 @@ ground-glass opacity is also Lung Opacity, consolidation also Lung Opacity. Some
 patterns are the wording of COV-CTR's machine-translated reports ("ground glass shadow",
 "patchy solid shadow" for 实变影, "grid shadow" for 网格影).
 
-Each mention's polarity comes from `rag.negation.mention_polarity`; a label mentioned several
+Each mention's polarity comes from `rag.text.negation.mention_polarity`; a label mentioned several
 times takes the strongest value, positive over uncertain over negative.
 """
 from __future__ import annotations
 
 import re
 
-from rag.negation import NEGATIVE, UNCERTAIN, detect_language, mention_polarity
+from rag.text.negation import NEGATIVE, UNCERTAIN, detect_language, mention_polarity
 
 NO_FINDING = "No Finding"
 SUPPORT_DEVICES = "Support Devices"

@@ -1,0 +1,1 @@
+"""Encoders: images and texts into one space (configs in model_configs/)."""

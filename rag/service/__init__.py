@@ -1,0 +1,1 @@
+"""The HTTP API, its web page, and the LlamaIndex retriever."""

@@ -1,0 +1,1 @@
+"""Text in English and Chinese: language, words, negation, clinical labels."""

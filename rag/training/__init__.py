@@ -1,0 +1,1 @@
+"""Training the encoder's heads and the MLLM."""
