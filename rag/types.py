@@ -4,14 +4,33 @@ from __future__ import annotations
 import hashlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from collections.abc import Sequence
 from typing import Any, Literal
 
 # qa: a question-answer pair about an image (SLAKE): searchable knowledge, never quoted as a finding
 Kind = Literal["image", "report", "guideline", "qa"]
 KINDS: tuple[str, ...] = ("image", "report", "guideline", "qa")
+# what users may call a kind: singular or plural
+KIND_NAMES = {**{kind: kind for kind in KINDS}, **{kind + "s": kind for kind in KINDS}}
 MODALITIES: tuple[str, ...] = (
     "xray", "ct", "mr", "us", "pathology", "fundus", "endoscopy", "nm", "other",
 )
+
+
+class InputError(ValueError):
+    """A request or argument the user got wrong (unknown kind, bad language, bad k...); its
+    message is one sentence that says what to give instead. Internal errors are never this."""
+
+
+def parse_kinds(to: str | Sequence[str] | None) -> tuple[str, ...]:
+    """The record kinds a user asked for: one name or several, singular or plural, in a list
+    or comma-separated ("reports,images"); none means reports."""
+    names = [to] if isinstance(to, str) else list(to or ())
+    parts = [part.strip().lower() for name in names for part in str(name).split(",") if part.strip()]
+    unknown = [part for part in parts if part not in KIND_NAMES]
+    if unknown:
+        raise InputError(f"unknown kind {unknown[0]!r}; give reports, images, guidelines or qa")
+    return tuple(dict.fromkeys(KIND_NAMES[part] for part in parts)) or ("report",)
 
 
 def stable_id(source: str, *parts: str) -> str:
