@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import io
 import logging
-import re
 import time
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -33,6 +32,7 @@ from rag import pipeline
 from rag.service.guard import RequestGuard
 from rag.service.runner import ApiError, Service
 from rag.images import ImageError, load_image, load_image_bytes
+from rag.text.words import count_words
 
 log = logging.getLogger("caselens.api")
 WEB = Path(__file__).parent / "web"
@@ -140,8 +140,6 @@ class ErrorOut(BaseModel):
 
 
 ERRORS = {code: {"model": ErrorOut} for code in (400, 401, 404, 413, 422, 503)}
-# one word of Latin-script text, or one Chinese character (what the text limit counts)
-WORD = re.compile(r"[\u3400-\u9fff]|[^\W\u3400-\u9fff]+")
 
 
 # --- the app --------------------------------------------------------------------------------
@@ -204,7 +202,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if len(value) > settings.max_text_chars:
             raise ApiError(413, f"the {name} has {len(value):,} characters; at most "
                                 f"{settings.max_text_chars:,} are accepted: shorten it")
-        words = len(WORD.findall(value))
+        words = count_words(value)
         if words > settings.max_text_words:
             raise ApiError(413, f"the {name} has {words:,} words; at most "
                                 f"{settings.max_text_words:,} are accepted: shorten it")
