@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 import secrets
 import warnings
@@ -39,6 +38,7 @@ from indexers import qdrant_edge
 from indexers.base import VectorIndex, VectorIndexError, register_backend
 from indexers.checks import (check_add, check_allowed, check_kind, check_queries, known_options,
                              padding)
+from rag.settings import Settings
 
 # open_index imports every backend, so a missing qdrant-client must not break FAISS.
 try:
@@ -197,13 +197,14 @@ class QdrantIndex(VectorIndex):
 
 
 def _open_engine(path: Path, dim: int, options: QdrantOptions):
-    url = options.url or os.environ.get(URL_VARIABLE) or None
+    settings = Settings.from_env()  # the variables' one reader; an explicit option wins
+    url = options.url or settings.qdrant_url
     folder = path / "qdrant"
     if url:
         if options.engine == "edge":
             raise VectorIndexError("engine='edge' is the embedded store and takes no server "
                                    f"URL; drop the url option or unset {URL_VARIABLE}")
-        api_key = options.api_key or os.environ.get(API_KEY_VARIABLE) or None
+        api_key = options.api_key or settings.qdrant_api_key
         return ClientEngine.server(path, dim, options, url, api_key)
     client_store = (folder / "meta.json").exists()  # what qdrant-client's local mode writes
     edge_store = (folder / qdrant_edge.PARAMS_FILE).exists()
