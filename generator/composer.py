@@ -25,6 +25,7 @@ from generator.evidence import SECTIONS, has_cjk, report_sections, report_source
 from generator.placeholders import has_placeholder, redact
 from rag.text.clinical_labels import NO_FINDING, label_report
 from rag.text.negation import sentence_polarity
+from rag.text.words import latin_words
 from rag.types import Hit, Query, Record, Report, Sentence
 
 PHRASES = Path(__file__).parent / "phrases"
@@ -68,7 +69,7 @@ def _tokens(sentence: str) -> frozenset[str]:
     if has_cjk(sentence):
         chars = [c for c in sentence if not c.isspace() and c not in "，。；：、！？,.;:"]
         return frozenset(a + b for a, b in zip(chars, chars[1:]))
-    return frozenset(re.findall(r"[a-z0-9]+", sentence.lower()))
+    return frozenset(latin_words(sentence))
 
 
 def _similarity(a: frozenset[str], b: frozenset[str]) -> float:

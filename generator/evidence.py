@@ -11,10 +11,10 @@ import re
 from dataclasses import dataclass
 
 from generator.placeholders import has_placeholder, redact, redact_text
+from rag.text.words import char_pairs, cjk_characters, has_cjk, latin_words
 from rag.types import Hit, Record, Report, Sentence
 
 SECTIONS = ("findings", "impression")
-_CJK = re.compile(r"[\u3400-\u9fff]")
 _SPLIT = re.compile(r"(?<=[.!?])\s+(?=\S)|(?<=[。！？；])")
 _CITE = re.compile(r"\s*[\[【［]\s*(\d+(?:\s*[,，、;；\-–]\s*\d+)*)\s*[\]】］]")
 # a heading at the start of a line: "Findings:", "**IMPRESSION**", "影像表现：", "诊断意见："
@@ -25,10 +25,6 @@ _HEADINGS = {
 _HEADING = re.compile(
     r"^\s*[#*\s]*(?P<name>" + "|".join(f"(?P<{k}>{v})" for k, v in _HEADINGS.items())
     + r")\s*[*]*\s*(?:[:：]|$)\s*[*]*", re.IGNORECASE)  # no colon needed on a line of its own
-
-
-def has_cjk(text: str) -> bool:
-    return bool(_CJK.search(text or ""))
 
 
 def split_sentences(text: str) -> list[str]:
@@ -186,9 +182,8 @@ def placeholder_warning(lang: str, count: int) -> str:
 
 def _words(text: str) -> set[str]:
     if has_cjk(text):
-        chars = [c for c in text if _CJK.match(c)]
-        return {a + b for a, b in zip(chars, chars[1:])}
-    return set(re.findall(r"[a-z0-9]+", text.lower())) - _STOPWORDS
+        return set(char_pairs(cjk_characters(text)))
+    return set(latin_words(text)) - _STOPWORDS
 
 
 _STOPWORDS = {"the", "a", "an", "of", "is", "are", "and", "in", "on", "with", "to", "there",

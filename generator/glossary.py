@@ -25,6 +25,7 @@ from functools import cache, lru_cache
 from pathlib import Path
 
 from rag.text.negation import detect_language
+from rag.text.words import LATIN_WORD, latin_words
 
 GLOSSARY = Path(__file__).parent / "glossary" / "radiology_en_zh.tsv"
 COLUMNS = ("en", "zh", "en_aliases", "zh_aliases", "kind")
@@ -99,12 +100,11 @@ def _aliases(cell: str) -> tuple[str, ...]:
     return tuple(alias.strip() for alias in cell.split("|") if alias.strip())
 
 
-_WORD = re.compile(r"[a-z0-9]+")
 _JOINER = re.compile(r"[\s-]+")  # what may separate the words of a term: spaces or hyphens
 
 
 def _words(form: str) -> tuple[str, ...]:
-    return tuple(_WORD.findall(form.lower()))
+    return tuple(latin_words(form))
 
 
 def _inflections(word: str) -> frozenset[str]:
@@ -153,7 +153,7 @@ class _Matcher:
         lowered = text.lower()
         if len(lowered) != len(text):  # a few characters ("İ") lower to two; keep offsets aligned
             lowered = "".join(c.lower() if len(c.lower()) == 1 else c for c in text)
-        tokens = list(_WORD.finditer(lowered))
+        tokens = list(LATIN_WORD.finditer(lowered))
         # joined[k]: tokens k and k + 1 are separated only by spaces or hyphens
         joined = [bool(_JOINER.fullmatch(text, a.end(), b.start()))
                   for a, b in zip(tokens, tokens[1:])]

@@ -42,6 +42,7 @@ from generator.evidence import SECTIONS, has_cjk, report_sections, split_sentenc
 from generator.glossary import terms_in
 from generator.placeholders import has_placeholder
 from rag.text.negation import sentence_polarity
+from rag.text.words import numbers
 from rag.types import Record
 
 log = logging.getLogger(__name__)
@@ -73,7 +74,7 @@ def _unit(vectors: np.ndarray) -> np.ndarray:
 def _signature(sentence: str, lang: str) -> tuple:
     """What a near match must share with the sentence: glossary terms, polarity, numbers."""
     return (frozenset(t.en for t in terms_in(sentence, lang)), sentence_polarity(sentence, lang),
-            tuple(re.findall(r"\d+(?:\.\d+)?", sentence)))
+            tuple(numbers(sentence)))
 
 
 def align(english: str, chinese: str, embed: Embed | None = None,

@@ -8,6 +8,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
 from rag.store import RecordStore
+from rag.text.words import has_cjk
 from rag.types import Hit, Query
 
 log = logging.getLogger(__name__)
@@ -44,7 +45,7 @@ class AdaptiveK:
 def _tokens(text: str) -> frozenset[str]:
     """Words of a text, or character pairs of Chinese: what near-duplicate checks compare."""
     norm = re.sub(r"\W+", " ", text.lower()).strip()
-    if re.search(r"[\u3400-\u9fff]", norm):
+    if has_cjk(norm):
         chars = norm.replace(" ", "")
         return frozenset(a + b for a, b in zip(chars, chars[1:])) or frozenset([norm])
     return frozenset(norm.split()) or frozenset([norm])

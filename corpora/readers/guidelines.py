@@ -14,6 +14,7 @@ from pathlib import Path
 from corpora.base import CorpusReader, register_reader
 from corpora.readers._util import read_text
 from rag.images import is_image_file
+from rag.text.words import cjk_characters
 from rag.types import Problem, Record, stable_id
 
 SUFFIXES = {".md", ".markdown", ".txt", ".html", ".htm", ".pdf"}
@@ -21,7 +22,6 @@ CHUNK_CHARS, OVERLAP_CHARS = 1000, 120
 # paragraph, line, then sentence ends in Chinese and English, then words
 SEPARATORS = ["\n\n", "\n", "。", "！", "？", "；", ". ", "? ", "! ", "; ", " ", ""]
 HEADINGS = [("#", "h1"), ("##", "h2"), ("###", "h3"), ("####", "h4")]
-_CJK = re.compile(r"[\u3400-\u9fff]")
 
 
 def _documents(root: Path) -> list[Path]:
@@ -30,7 +30,7 @@ def _documents(root: Path) -> list[Path]:
 
 def language(text: str) -> str:
     letters = [c for c in text if c.isalpha()]
-    return "zh" if letters and len(_CJK.findall(text)) / len(letters) > 0.3 else "en"
+    return "zh" if letters and len(cjk_characters(text)) / len(letters) > 0.3 else "en"
 
 
 class _HtmlToMarkdown(HTMLParser):

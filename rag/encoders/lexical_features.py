@@ -22,19 +22,17 @@ from functools import lru_cache
 import numpy as np
 import torch
 
-from rag.text.words import words as zh_words
+from rag.text.words import char_pairs, has_cjk, latin_words, words
 
-HAN = re.compile(r"[\u3400-\u9fff]")
 NOT_WORD = re.compile(r"\W+")
 
 
 def tokens(text: str) -> list[str]:
     """The text's tokens, marked by kind so that languages never share a bucket on purpose."""
-    if HAN.search(text):
-        found = ["w:" + word for word in zh_words(text) if not NOT_WORD.fullmatch(word)]
-        chars = NOT_WORD.sub("", text)
-        return found + ["c:" + a + b for a, b in zip(chars, chars[1:])]
-    found = re.findall(r"[a-z0-9]+", text.lower())
+    if has_cjk(text):
+        found = ["w:" + word for word in words(text) if not NOT_WORD.fullmatch(word)]
+        return found + ["c:" + pair for pair in char_pairs(NOT_WORD.sub("", text))]
+    found = latin_words(text)
     return ["e:" + word for word in found] + ["p:" + a + "_" + b for a, b in zip(found, found[1:])]
 
 

@@ -15,33 +15,22 @@ the report-generation literature (R2Gen and successors, via pycocoevalcap) compu
   reference's, a Gaussian length penalty with sigma = 6, times 10. With a single pair every
   idf is log(1) = 0, so CIDEr-D needs several pairs to mean anything.
 
-Tokens: English lowercase words and numbers; Chinese either characters ("char") or jieba
-words ("word" or "jieba"). An empty hypothesis (or reference) scores 0 for its pair.
+Tokens (rag.text.words): English lowercase words and numbers; Chinese either characters
+("char") or jieba words with the radiology lexicon ("word" or "jieba"). An empty hypothesis
+(or reference) scores 0 for its pair.
 """
 from __future__ import annotations
 
-import logging
 import math
-import re
 import warnings
 from collections import Counter
+
+from rag.text.words import jieba_words, metric_characters, metric_words
 
 LANGUAGES = ("en", "zh")
 ZH_MODES = ("char", "word", "jieba")
 CIDER_SIGMA = 6.0
 ROUGE_BETA = 1.2
-
-_EN_TOKEN = re.compile(r"\d+(?:\.\d+)?|[a-z]+(?:'[a-z]+)?")
-_ZH_CHAR_TOKEN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff]|\d+(?:\.\d+)?|[a-z]+")
-_HAS_WORD_CHAR = re.compile(r"\w")
-
-
-def _jieba_words(text: str) -> list[str]:
-    """jieba's words of `text`, with its start-up messages silenced."""
-    import jieba
-
-    jieba.setLogLevel(logging.WARNING)
-    return jieba.lcut(text)
 
 
 def tokens(text: str, lang: str, mode: str = "word") -> list[str]:
@@ -49,7 +38,8 @@ def tokens(text: str, lang: str, mode: str = "word") -> list[str]:
 
     English ("en", mode "word"): words and numbers ("3.5" stays whole). Chinese ("zh"):
     mode "char" makes each CJK character a token and keeps latin words and numbers whole;
-    mode "word" or "jieba" uses jieba's segmentation.
+    mode "word" or "jieba" uses jieba's segmentation (the project's one tokenizer, with the
+    radiology lexicon, whatever ran before).
     """
     if lang not in LANGUAGES:
         raise ValueError(f"lang must be one of {LANGUAGES}, got {lang!r}")
@@ -57,12 +47,12 @@ def tokens(text: str, lang: str, mode: str = "word") -> list[str]:
     if lang == "en":
         if mode != "word":
             raise ValueError(f"English text is tokenized in mode 'word' only, got {mode!r}")
-        return _EN_TOKEN.findall(text)
+        return metric_words(text)
     if mode not in ZH_MODES:
         raise ValueError(f"Chinese mode must be one of {ZH_MODES}, got {mode!r}")
     if mode == "char":
-        return _ZH_CHAR_TOKEN.findall(text)
-    return [word for word in _jieba_words(text) if _HAS_WORD_CHAR.search(word)]
+        return metric_characters(text)
+    return jieba_words(text)
 
 
 def _require_nltk() -> None:

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import re
 
-from rag.text.words import detect_language
+from rag.text.words import CJK_CHARS, detect_language
 
 NEGATIVE = "negative"
 UNCERTAIN = "uncertain"
@@ -214,7 +214,7 @@ def mention_polarity(text: str, start: int, lang: str | None = None) -> str:
     return max(reaching, key=lambda cue: cue[1])[2] if reaching else POSITIVE
 
 
-_HEADER = re.compile(r"^\s*(?:[A-Za-z ]{1,30}:|[\u4e00-\u9fff]{1,8}[:：])\s*")
+_HEADER = re.compile(r"^\s*(?:[A-Za-z ]{1,30}:|[" + CJK_CHARS + r"]{1,8}[:：])\s*")
 _EN_LEADING = re.compile(
     r"^\s*(?:(?:there|is|are|was|were|has|have|had|been|again|also|still|otherwise|now|and|the|a|an)\s+)*$",
     re.IGNORECASE,
