@@ -5,8 +5,8 @@ import pytest
 from typer.testing import CliRunner
 
 from cli import app
-from tests.corpora import fixtures
-from tests.test_pipeline import make_corpus
+from tests.fixtures import image_files as fixtures
+from tests.fixtures.tiny_corpus import make_corpus
 
 runner = CliRunner()
 

@@ -5,7 +5,7 @@ import pytest
 from PIL import Image
 
 from rag import pipeline
-from tests.test_pipeline import make_corpus
+from tests.fixtures.tiny_corpus import make_corpus
 
 llama = pytest.importorskip("llama_index.core", reason="llama-index-core not installed "
                             "(pip install -e '.[llama]')")

@@ -1,44 +1,12 @@
 """The whole path on a seeded synthetic corpus with the tiny encoder: index, search, ask."""
 import json
 
-import numpy as np
 import pytest
-from PIL import Image
 
 from rag import pipeline
 from rag.manifest import ManifestError
 from rag.types import Query
-
-FINDINGS = [
-    ("Large right pleural effusion.", "右侧大量胸腔积液。"),
-    ("Left lower lobe consolidation.", "左肺下叶实变。"),
-    ("Cardiomegaly without edema.", "心影增大，无肺水肿。"),
-]
-
-
-def make_corpus(root, n_per_class=6, seed=0, bad_image=True):
-    """Images of three visually distinct classes, each with an English and a Chinese report."""
-    rng = np.random.default_rng(seed)
-    (root / "img").mkdir(parents=True)
-    lines = []
-    for cls, (en, zh) in enumerate(FINDINGS):
-        for i in range(n_per_class):
-            arr = rng.normal(40 + 80 * cls, 10, (48, 48)).clip(0, 255).astype("uint8")
-            arr[cls * 16:(cls + 1) * 16] = 250  # a class-specific bright band
-            name = f"img/c{cls}_{i}.png"
-            Image.fromarray(arr).save(root / name)
-            study = f"c{cls}_{i}"
-            lines.append({"image": name, "text": f"Findings: {en} Impression: case {i}.",
-                          "lang": "en", "study": study, "modality": "xray",
-                          "domain": "chest-xray"})
-            lines.append({"text": zh, "lang": "zh", "study": study, "modality": "xray",
-                          "domain": "chest-xray"})
-    if bad_image:
-        (root / "img" / "broken.png").write_bytes(b"not a png")
-        lines.append({"image": "img/broken.png", "study": "broken"})
-    (root / "manifest.jsonl").write_text(
-        "\n".join(json.dumps(line, ensure_ascii=False) for line in lines), encoding="utf-8")
-    return root
+from tests.fixtures.tiny_corpus import make_corpus
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ from PIL import Image
 
 from rag import pipeline
 from rag.service.api import Settings, create_app
-from tests.test_pipeline import make_corpus
+from tests.fixtures.tiny_corpus import make_corpus
 
 REPO = Path(__file__).resolve().parents[1]
 CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")

@@ -3,21 +3,22 @@ says what is wrong, every undamaged record is still read, and an index build ove
 corpus indexes the rest and writes the same problems to problems.jsonl."""
 from __future__ import annotations
 
-import csv
 import json
 import re
 from collections import Counter
 from pathlib import Path
 
 import pytest
-from pydicom.data import get_testdata_file
 
 from corpora.base import CorpusError
 from rag import pipeline
-from tests.corpora import fixtures
-from tests.corpora.mimic_fixture import PA, mimic
-from tests.corpora.test_guidelines import MARKDOWN, minimal_pdf
-from tests.corpora.test_slake_frames import slake
+from tests.fixtures import image_files, layouts
+from tests.fixtures.damage import append, spoil, truncate
+from tests.fixtures.layouts import slake
+from tests.fixtures.mimic import mimic
+from tests.fixtures.small_corpora import (DICOM_DAMAGED, IMAGE_CORPORA, dicom_folder, guidelines,
+                                          manifest, medquad, mimic_report, openi_csv, openi_xml,
+                                          sidecars)
 
 # a reason is a sentence for a person: never a traceback, a source line or an exception class
 LEAK = re.compile(r"Traceback|File \"|\b\w*(Error|Exception)\b")
@@ -48,120 +49,6 @@ def assert_reported(problems, expected: dict[str, str]) -> None:
         assert not LEAK.search(reason), (path, reason)
 
 
-def truncate(path: Path, keep: float = 0.5) -> None:
-    """The first part of a valid file, as an interrupted copy or download leaves it."""
-    data = path.read_bytes()
-    path.write_bytes(data[:int(len(data) * keep)])
-
-
-def spoil(path: Path, old: bytes, new: bytes = b"\xff\xfe") -> None:
-    """Bytes that are not UTF-8 in the middle of a text file."""
-    data = path.read_bytes()
-    assert old in data
-    path.write_bytes(data.replace(old, new, 1))
-
-
-def append(path: Path, data: str | bytes) -> None:
-    with open(path, "ab") as handle:
-        handle.write(data.encode("utf-8") if isinstance(data, str) else data)
-
-
-def write_lines(path: Path, lines: list[dict]) -> None:
-    path.write_text("".join(json.dumps(x, ensure_ascii=False) + "\n" for x in lines), "utf-8")
-
-
-# -- small corpora of the layouts fixtures.py has no builder for ------------------------------
-
-def manifest(root: Path) -> Path:
-    """The generic layout with a manifest: two image + report studies and a guideline."""
-    fixtures.png(root / "img" / "a.png")
-    fixtures.png(root / "img" / "b.jpg", 1)
-    write_lines(root / "manifest.jsonl", [
-        {"image": "img/a.png", "text": "Small left effusion.", "lang": "en", "study": "a"},
-        {"image": "img/b.jpg", "text": "右肺结节。", "lang": "zh", "study": "b"},
-        {"text": "Solid nodules under 6 mm need no follow-up.", "kind": "guideline"}])
-    return root
-
-
-def sidecars(root: Path) -> Path:
-    """The generic layout with sidecar reports, in sub-folders."""
-    fixtures.png(root / "ct" / "a.png")
-    (root / "ct" / "a.txt").write_text("Ground glass opacity.", encoding="utf-8")
-    fixtures.png(root / "ct" / "b.jpg", 1)
-    (root / "ct" / "b.json").write_text(json.dumps({"text": "右肺结节。", "lang": "zh"},
-                                                   ensure_ascii=False), encoding="utf-8")
-    fixtures.png(root / "xr" / "c.png", 2)
-    (root / "xr" / "c.txt").write_text("Lungs clear.", encoding="utf-8")
-    return root
-
-
-def openi_csv(root: Path) -> Path:
-    root.mkdir(parents=True)
-    with open(root / "indiana_reports.csv", "w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["uid", "MeSH", "Problems", "image", "indication", "comparison",
-                         "findings", "impression"])
-        writer.writerow(["7", "normal", "normal", "Xray", "Cough", "None.", "Lungs clear.",
-                         "Normal chest."])
-        writer.writerow(["8", "Cardiomegaly", "", "Xray", "Dyspnea", "", "Heart enlarged.",
-                         "Cardiomegaly."])
-    fixtures.png(root / "images" / "7_1.png")
-    fixtures.png(root / "images" / "8_1.png", 1)
-    for lang, texts in (("en", ("The lungs are clear.", "The heart is enlarged.")),
-                        ("zh", ("双肺清晰。", "心影增大。"))):
-        (root / f"openi-{lang}.json").write_text(json.dumps({"annotations": [
-            {"image_id": "7_1", "caption": texts[0]}, {"image_id": "8_1", "caption": texts[1]}]},
-            ensure_ascii=False), encoding="utf-8")
-    return root
-
-
-def openi_xml(root: Path) -> Path:
-    fixtures.openi_xml(root / "ecgen-radiology" / "1.xml", "CXR1", "Heart size normal.",
-                       "No acute disease.", ["CXR1_1_IM-0001-3001"])
-    fixtures.openi_xml(root / "ecgen-radiology" / "2.xml", "CXR2", "Small effusion.",
-                       "Effusion.")
-    fixtures.png(root / "images" / "CXR1_1_IM-0001-3001.png")
-    return root
-
-
-def medquad(root: Path) -> Path:
-    folder = root / "1_CancerGov_QA"
-    folder.mkdir(parents=True)
-    for number, (focus, answer) in enumerate((("Nodule", "Most nodules are benign."),
-                                               ("Effusion", "Fluid around the lung.")), 1):
-        (folder / f"{number}.xml").write_text(
-            f'<?xml version="1.0" encoding="UTF-8"?><Document id="{number}" source="CancerGov">'
-            f'<Focus>{focus}</Focus><QAPairs><QAPair pid="1"><Question qid="{number}-1" '
-            f'qtype="information">What is {focus}?</Question><Answer>{answer}</Answer>'
-            "</QAPair></QAPairs></Document>", encoding="utf-8")
-    return root
-
-
-def guidelines(root: Path) -> Path:
-    root.mkdir(parents=True)
-    (root / "nodules.md").write_text(MARKDOWN, encoding="utf-8")
-    (root / "fleischner.pdf").write_bytes(minimal_pdf("Nodules under 6 mm need no follow-up"))
-    (root / "contrast.txt").write_text("Check renal function before contrast.", encoding="utf-8")
-    return root
-
-
-def dicom_folder(root: Path) -> Path:
-    """Three good CT images, then the ways a DICOM file arrives broken."""
-    for number in range(3):
-        fixtures.dicom(root / "good" / f"IM{number}.dcm")
-    truncate(fixtures.dicom(root / "bad" / "truncated.dcm"))
-    fixtures.dicom(root / "bad" / "no-pixels.dcm", pixels=False)
-    (root / "bad" / "garbage.dcm").write_bytes(b"\0" * 128 + b"DICM" + bytes(range(256)) * 4)
-    for name in ("JPEG2000.dcm", "SC_rgb_rle.dcm"):  # compressed pixel data, cut off
-        data = Path(get_testdata_file(name)).read_bytes()
-        (root / "bad" / f"cut-{name}").write_bytes(data[:len(data) * 3 // 4])
-    return root
-
-
-DICOM_DAMAGED = ("bad/truncated.dcm", "bad/no-pixels.dcm", "bad/garbage.dcm",
-                 "bad/cut-JPEG2000.dcm", "bad/cut-SC_rgb_rle.dcm")
-
-
 # -- a damaged image, in every reader that has images -----------------------------------------
 
 IMAGE_DAMAGE = {  # name: (damage, what the reason must say)
@@ -170,20 +57,6 @@ IMAGE_DAMAGE = {  # name: (damage, what the reason must say)
     "text-renamed": (lambda path: path.write_text("Findings: no acute disease.\n"),
                      r"cannot identify"),
     "missing": (Path.unlink, r"missing|not present"),
-}
-# reader: (builder, an image of it, the problem path when that image is missing; None where
-# images are found by walking the folder, so a missing one is not a damage that can be seen)
-IMAGE_CORPORA = {
-    "covctr": (fixtures.covctr, "images/CT_COVID/a%0.png", "a%0.png"),
-    "covid_chestxray": (fixtures.covid, "images/x1.jpg", "x1.jpg"),
-    "medpix": (fixtures.medpix, "images/MPX1_synpic1.jpg", "MPX1_synpic1"),
-    "generic-manifest": (manifest, "img/b.jpg", "img/b.jpg"),
-    "generic-sidecars": (sidecars, "ct/b.jpg", None),
-    "openi_csv": (openi_csv, "images/7_1.png", None),
-    # Open-i reports are often used without their images (the demo corpus is): not a problem
-    "openi_xml": (openi_xml, "images/CXR1_1_IM-0001-3001.png", None),
-    "slake": (slake, "imgs/xmlab1/source.jpg", "imgs/"),  # one count for all missing images
-    "mimic_cxr": (mimic, f"files/p10/p10000032/s50414267/{PA}.jpg", None),
 }
 IMAGE_CASES = [(corpus, damage) for corpus, (_, _, listed) in IMAGE_CORPORA.items()
                for damage in IMAGE_DAMAGE if damage != "missing" or listed]
@@ -213,7 +86,7 @@ def covctr_short_row(root):
 
 
 def covid_short_row(root):
-    fixtures.png(root / "images" / "x2.jpg", 5)
+    image_files.png(root / "images" / "x2.jpg", 5)
     append(root / "metadata.csv", "19,0,F,50,COVID-19,AP,X-ray,,,images,x2.jpg,10.1/y\r\n")
 
 
@@ -244,10 +117,6 @@ def slake_bad_row(root):
     (root / "train.json").write_text(json.dumps([*rows, "a question without its object"]))
 
 
-def mimic_report(study):
-    return f"files/p10/p10000032/s{study}.txt"
-
-
 def add_file(name, data):
     def damage(root):
         (root / name).write_bytes(data if isinstance(data, bytes) else data.encode("utf-8"))
@@ -262,10 +131,10 @@ def both(*damages):
 
 
 CASES = [  # builder, damage, {problem path: reason}, change in the counts by kind, format
-    pytest.param(fixtures.covctr, covctr_gbk, {}, {}, None, id="covctr-gbk-table-still-reads"),
-    pytest.param(fixtures.covctr, covctr_short_row, {"reports.csv:3": "column"}, {"report": -1},
+    pytest.param(layouts.covctr, covctr_gbk, {}, {}, None, id="covctr-gbk-table-still-reads"),
+    pytest.param(layouts.covctr, covctr_short_row, {"reports.csv:3": "column"}, {"report": -1},
                  None, id="covctr-row-missing-columns"),
-    pytest.param(fixtures.covid, covid_short_row, {"metadata.csv:4": "column"}, {"image": 1},
+    pytest.param(layouts.covid, covid_short_row, {"metadata.csv:4": "column"}, {"image": 1},
                  None, id="covid-row-missing-columns"),
     pytest.param(manifest, manifest_bad_json, {"manifest.jsonl:4": "not valid JSON"}, {}, None,
                  id="manifest-malformed-json-line"),
@@ -289,13 +158,13 @@ CASES = [  # builder, damage, {problem path: reason}, change in the counts by ki
     pytest.param(guidelines, add_file("bad.md", b"# Contrast\n\nRenal \xff\xfe function.\n"),
                  {"bad.md": r"unreadable \.md.*decode"}, {}, None,
                  id="guidelines-markdown-invalid-bytes"),
-    pytest.param(fixtures.medpix, lambda root: spoil(root / "Case_topic.json", b"Thick"),
+    pytest.param(layouts.medpix, lambda root: spoil(root / "Case_topic.json", b"Thick"),
                  {"Case_topic.json": "unreadable MedPix JSON.*decode"},
                  {"report": -1, "guideline": -1}, None, id="medpix-case-topic-invalid-utf8"),
-    pytest.param(fixtures.medpix, lambda root: truncate(root / "Descriptions.json"),
+    pytest.param(layouts.medpix, lambda root: truncate(root / "Descriptions.json"),
                  {"Descriptions.json": "unreadable MedPix JSON"}, {"image": -1}, "medpix",
                  id="medpix-descriptions-malformed"),
-    pytest.param(fixtures.medpix, medpix_bad_entries,
+    pytest.param(layouts.medpix, medpix_bad_entries,
                  {"Descriptions.json:#2": "not a JSON object",
                   "Descriptions.json:#3": "without 'image'",
                   "Descriptions.json:MPX1_synpic2": "without 'U_id'"}, {}, None,
@@ -411,7 +280,7 @@ def test_index_of_damaged_dicom_folder(tmp_path):
 
 
 def test_index_of_damaged_gbk_covctr(tmp_path):
-    root = fixtures.covctr(tmp_path / "covctr")
+    root = layouts.covctr(tmp_path / "covctr")
     covctr_gbk(root)
     (root / "images" / "CT_COVID" / "a%0.png").write_bytes(b"")
     (root / "images" / "CT_NonCOVID" / "lonely.png").write_text("not an image")
@@ -439,14 +308,14 @@ def test_a_failed_rebuild_leaves_the_index_as_it_was(tmp_path):
 
 def unknown_layout(tmp_path):
     root = tmp_path / "odd"
-    fixtures.png(root / "scan.png")  # an image without a report, and a table of another kind
+    image_files.png(root / "scan.png")  # an image without a report, and a table of another kind
     (root / "notes.csv").write_text("name,value\nscan.png,1\n")
     return root
 
 
 @pytest.mark.parametrize(("make", "says"), [
     (lambda tmp_path: tmp_path / "no-such-folder", r"not found.*check the path"),
-    (lambda tmp_path: fixtures.png(tmp_path / "one.png"), r"is a file.*give the folder"),
+    (lambda tmp_path: image_files.png(tmp_path / "one.png"), r"is a file.*give the folder"),
     (unknown_layout, r"no known corpus layout.*generic layout.*manifest\.jsonl"),
 ], ids=["wrong-path", "a-file", "unknown-layout"])
 def test_a_corpus_that_cannot_be_read_says_what_to_do(tmp_path, make, says):

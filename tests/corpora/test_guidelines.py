@@ -1,39 +1,7 @@
 """Guideline folders: Markdown, text, HTML and PDF into passages with heading paths."""
 from corpora.base import open_corpus
 from rag.types import Problem
-
-MARKDOWN = """# Pulmonary nodules
-
-Incidental nodules are common on chest CT.
-
-## Follow-up
-
-Solid nodules under 6 mm need no routine follow-up in low-risk patients.
-
-## 随访
-
-肺结节小于6毫米的低风险患者无需常规随访。高风险患者可在12个月时复查CT。
-"""
-
-
-def minimal_pdf(text: str) -> bytes:
-    """A one-page PDF with one line of Helvetica text, written by hand (no PDF library)."""
-    stream = f"BT /F1 12 Tf 72 720 Td ({text}) Tj ET".encode()
-    objects = [b"<< /Type /Catalog /Pages 2 0 R >>",
-               b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
-               b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R "
-               b"/Resources << /Font << /F1 5 0 R >> >> >>",
-               b"<< /Length %d >>\nstream\n" % len(stream) + stream + b"\nendstream",
-               b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>"]
-    out, offsets = bytearray(b"%PDF-1.4\n"), []
-    for number, body in enumerate(objects, 1):
-        offsets.append(len(out))
-        out += b"%d 0 obj\n" % number + body + b"\nendobj\n"
-    xref = len(out)
-    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
-    out += b"".join(b"%010d 00000 n \n" % off for off in offsets)
-    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objects) + 1, xref)
-    return bytes(out)
+from tests.fixtures.guideline_files import MARKDOWN, minimal_pdf
 
 
 def test_guideline_folder_is_chunked_with_heading_paths(tmp_path):
@@ -70,8 +38,8 @@ def test_guideline_folder_is_chunked_with_heading_paths(tmp_path):
 
 
 def test_sidecar_reports_beside_images_are_not_guidelines(tmp_path):
-    from tests.corpora import fixtures
+    from tests.fixtures import image_files
 
-    fixtures.png(tmp_path / "a.png")
+    image_files.png(tmp_path / "a.png")
     (tmp_path / "a.txt").write_text("Lungs clear.")
     assert open_corpus(tmp_path).formats == ["generic:."]

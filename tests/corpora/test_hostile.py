@@ -15,13 +15,12 @@ from typer.testing import CliRunner
 from cli import app
 from corpora.base import open_corpus
 from rag import pipeline
-from tests.corpora import fixtures
-from tests.corpora import test_corrupted as corrupted
-from tests.corpora.mimic_fixture import mimic
-from tests.corpora.test_corrupted import IMAGE_CORPORA
-from tests.corpora.test_phi import FILE_NAME, HEADER_ONLY, IN_FILE_NAME, leaks, phi_dicom
-from tests.corpora.test_slake_frames import slake
-from tests.rag.test_images import png_bomb
+from tests.fixtures import image_files, layouts, small_corpora
+from tests.fixtures.image_files import png_bomb
+from tests.fixtures.layouts import slake
+from tests.fixtures.mimic import mimic
+from tests.fixtures.phi_dicom import FILE_NAME, HEADER_ONLY, IN_FILE_NAME, leaks, phi_dicom
+from tests.fixtures.small_corpora import IMAGE_CORPORA
 
 SECRET = "root:x:0:0 the-secret-content"
 
@@ -37,14 +36,14 @@ def outside(tmp_path) -> Path:
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     (elsewhere / "passwd").write_text(SECRET + "\n")
-    fixtures.png(elsewhere / "far.png", 7)
+    image_files.png(elsewhere / "far.png", 7)
     return elsewhere
 
 
 def sidecar_corpus(root: Path, outside: Path) -> Path:
-    fixtures.png(root / "img" / "a.png")
+    image_files.png(root / "img" / "a.png")
     (root / "img" / "a.txt").write_text("Clear lungs.")
-    fixtures.png(root / "img" / "b.png", 1)
+    image_files.png(root / "img" / "b.png", 1)
     (root / "img" / "b.txt").symlink_to(outside / "passwd")  # report.txt -> a secret file
     (root / "img" / "far.png").symlink_to(outside / "far.png")  # an image from elsewhere
     (root / "img" / "far.txt").write_text("Linked image.")
@@ -76,7 +75,7 @@ def test_follow_symlinks_reads_linked_files_but_never_a_path_that_leaves(tmp_pat
 def test_manifest_paths_out_of_the_corpus_are_refused_even_when_following_links(tmp_path,
                                                                                 outside):
     root = tmp_path / "corpus"
-    fixtures.png(root / "img" / "a.png")
+    image_files.png(root / "img" / "a.png")
     lines = [{"image": "img/a.png", "text": "Clear lungs."},
              {"image": str(outside / "far.png"), "text": "Absolute path."},
              {"image": "../../../../../../etc/passwd"},
@@ -103,7 +102,7 @@ def test_manifest_paths_out_of_the_corpus_are_refused_even_when_following_links(
 def test_a_manifest_line_of_the_wrong_types_is_a_problem_with_its_line_number(tmp_path, line,
                                                                                says):
     root = tmp_path / "corpus"
-    fixtures.png(root / "img" / "a.png")
+    image_files.png(root / "img" / "a.png")
     good = [{"image": "img/a.png", "text": "Clear lungs.", "study": "a"},
             {"text": "Cardiomegaly.", "study": "b", "patient_group": 7}]
     (root / "manifest.jsonl").write_text(
@@ -118,9 +117,9 @@ def test_a_manifest_line_of_the_wrong_types_is_a_problem_with_its_line_number(tm
 
 def test_a_sidecar_json_of_the_wrong_types_is_a_problem(tmp_path):
     root = tmp_path / "corpus"
-    fixtures.png(root / "a.png")
+    image_files.png(root / "a.png")
     (root / "a.txt").write_text("Clear lungs.")
-    fixtures.png(root / "b.png", 1)
+    image_files.png(root / "b.png", 1)
     (root / "b.json").write_text(json.dumps({"text": 5, "meta": "abc"}))
     _, problems = problems_of(root)
     assert list(problems) == ["b.json"] and '"text" must be a string' in problems["b.json"]
@@ -131,14 +130,14 @@ def hostile_corpus(root: Path, outside: Path) -> Path:
     to a secret file among them) and a PACS export with identifiers in a file name and its free
     text, and a file linked to the secret file."""
     own = root / "own"
-    fixtures.png(own / "img" / "a.png")
+    image_files.png(own / "img" / "a.png")
     (own / "img" / "bomb.png").write_bytes(png_bomb(40_000, 40_000))
     (own / "img" / "scan.png").symlink_to(outside / "passwd")
     lines = [{"image": "img/a.png", "text": "Clear lungs.", "study": "a"},
              {"image": "img/bomb.png", "study": "bomb"}, {"image": "img/scan.png"}]
     (own / "manifest.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
     phi_dicom(root / "pacs" / FILE_NAME)
-    fixtures.dicom(root / "pacs" / "IM0002")
+    image_files.dicom(root / "pacs" / "IM0002")
     (root / "pacs" / "IM0003").symlink_to(outside / "passwd")
     return root
 
@@ -179,7 +178,7 @@ def test_a_hostile_corpus_builds_lists_all_three_and_indexes_none_of_them(tmp_pa
 
 def test_search_and_ask_with_a_bomb_say_one_sentence(tmp_path):
     corpus = tmp_path / "corpus"
-    fixtures.png(corpus / "a.png")
+    image_files.png(corpus / "a.png")
     (corpus / "a.txt").write_text("Clear lungs.")
     pipeline.index(corpus, tmp_path / "index", encoder="tiny", backends=("faiss",))
     bomb = tmp_path / "bomb.png"
@@ -195,9 +194,9 @@ def test_search_and_ask_with_a_bomb_say_one_sentence(tmp_path):
 @pytest.mark.skipif(not os.path.exists("/etc/passwd"), reason="no /etc/passwd on this system")
 def test_a_sidecar_linked_to_etc_passwd_is_refused(tmp_path):
     root = tmp_path / "corpus"
-    fixtures.png(root / "scan.png")
+    image_files.png(root / "scan.png")
     (root / "scan.txt").symlink_to("/etc/passwd")
-    fixtures.png(root / "ok.png", 1)
+    image_files.png(root / "ok.png", 1)
     (root / "ok.txt").write_text("Clear lungs.")
     report, problems = problems_of(root)
     assert "outside the corpus folder" in problems["scan.txt"]
@@ -210,18 +209,18 @@ def test_a_sidecar_linked_to_etc_passwd_is_refused(tmp_path):
 
 LINKABLE = {  # reader: (builder, files it opens: an image, and a text or table)
     **{name: (build, [image]) for name, (build, image, _) in IMAGE_CORPORA.items()},
-    "sidecar-report": (corrupted.sidecars, ["ct/a.txt"]),
-    "covctr-table": (fixtures.covctr, ["reports.csv"]),
-    "covid-table": (fixtures.covid, ["metadata.csv"]),
-    "medpix-json": (fixtures.medpix, ["Descriptions.json"]),
-    "openi-csv-json": (corrupted.openi_csv, ["openi-en.json"]),
-    "openi-xml-report": (corrupted.openi_xml, ["ecgen-radiology/2.xml"]),
-    "medquad-xml": (corrupted.medquad, ["1_CancerGov_QA/2.xml"]),
-    "guidelines-file": (corrupted.guidelines, ["contrast.txt"]),
+    "sidecar-report": (small_corpora.sidecars, ["ct/a.txt"]),
+    "covctr-table": (layouts.covctr, ["reports.csv"]),
+    "covid-table": (layouts.covid, ["metadata.csv"]),
+    "medpix-json": (layouts.medpix, ["Descriptions.json"]),
+    "openi-csv-json": (small_corpora.openi_csv, ["openi-en.json"]),
+    "openi-xml-report": (small_corpora.openi_xml, ["ecgen-radiology/2.xml"]),
+    "medquad-xml": (small_corpora.medquad, ["1_CancerGov_QA/2.xml"]),
+    "guidelines-file": (small_corpora.guidelines, ["contrast.txt"]),
     "slake-json": (slake, ["test.json"]),
-    "mimic-report": (mimic, [corrupted.mimic_report("50414267")]),
+    "mimic-report": (mimic, [small_corpora.mimic_report("50414267")]),
     "mimic-table": (mimic, ["mimic-cxr-2.0.0-split.csv.gz"]),
-    "dicom-file": (corrupted.dicom_folder, ["good/IM0.dcm"]),
+    "dicom-file": (small_corpora.dicom_folder, ["good/IM0.dcm"]),
 }
 
 

@@ -10,8 +10,8 @@ from corpora.readers._util import hashed
 from corpora.readers.mimic import parse_report
 from rag import pipeline
 from rag.types import Problem
-from tests.corpora import fixtures
-from tests.corpora.mimic_fixture import (
+from tests.fixtures import image_files
+from tests.fixtures.mimic import (
     AP,
     DICOM,
     FULL,
@@ -61,7 +61,7 @@ def test_detected_by_the_reports_tree_or_the_metadata_table_alone(tmp_path, root
 
 
 def test_a_pacs_export_with_p_and_s_folders_stays_a_dicom_folder(tmp_path):
-    fixtures.dicom(tmp_path / "files" / "p1" / "s1" / "IM0001")
+    image_files.dicom(tmp_path / "files" / "p1" / "s1" / "IM0001")
     assert not READERS["mimic_cxr"].detect(tmp_path)
     assert open_corpus(tmp_path).formats == ["dicom:."]
 
@@ -136,7 +136,7 @@ def test_problems_name_the_file_and_the_reason(read):
 def test_no_patient_field_or_subject_id_reaches_a_record(read):
     _, records, _ = read
     derived = json.dumps([[r.id, r.study, r.text, r.meta] for r in records])
-    for value in [*fixtures.PATIENT.values(), "Doe", *SUBJECTS, "21800506"]:
+    for value in [*image_files.PATIENT.values(), "Doe", *SUBJECTS, "21800506"]:
         assert value not in derived
 
 

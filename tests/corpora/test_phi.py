@@ -7,59 +7,14 @@ import re
 import shutil
 from pathlib import Path
 
-import numpy as np
 import pydicom
 import pytest
-from pydicom.dataset import FileMetaDataset
-from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import generate_uid
 
 from corpora.base import open_corpus
 from corpora.readers.phi import REMOVED, header_identifiers, scrub
 from rag.types import Problem
-
-FILE_NAME = "Qwerty_Zyxwv_PID-8675309.dcm"
-IN_FILE_NAME = ("Qwerty", "Zyxwv", "8675309")
-HEADER_ONLY = ("4455667", "7788991", "5551234", "1950", "Hbnmk", "Plokij", "Tyuio", "Asdfg",
-               "Mnbvc", "2024", "0305")
-DESCRIPTIONS = {  # as typed at a scanner console
-    "StudyDescription": "CT CHEST for Zyxwv Qwerty MRN 5551234; DOB 01/02/1950; Dr Hbnmk",
-    "SeriesDescription": "AX Qwerty Jan 2, 1950 acc ACC-7788991 by Asdfg Tyuio 3/5/2024",
-    "BodyPartExamined": "QWERTY",  # a code field holding a name: dropped, not guessed from
-    "ViewPosition": "PID_8675309",
-}
-
-
-def phi_dicom(path: Path, frames: int = 1, uid: str | None = None) -> Path:
-    """A CT image with identifiers in every identifying and every free-text header field."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = CTImageStorage
-    meta.MediaStorageSOPInstanceUID = uid or generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = pydicom.Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID, ds.SOPInstanceUID = CTImageStorage, meta.MediaStorageSOPInstanceUID
-    ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
-    ds.Modality = "CT"
-    ds.PatientName, ds.PatientID, ds.PatientBirthDate = "Qwerty^Zyxwv", "PID-8675309", "19500102"
-    ds.OtherPatientIDs, ds.AccessionNumber = "OPI-4455667", "ACC-7788991"
-    ds.ReferringPhysicianName, ds.OperatorsName = "Hbnmk^Plokij", ["Tyuio^Asdfg", "Mnbvc"]
-    ds.StudyDate = "20240305"
-    for key, value in DESCRIPTIONS.items():
-        setattr(ds, key, value)
-    arr = (np.arange(frames * 32 * 32).reshape(frames, 32, 32) % 4000).astype(np.uint16)
-    ds.Rows, ds.Columns = 32, 32
-    if frames > 1:
-        ds.NumberOfFrames = frames
-    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
-    ds.PixelData = arr.tobytes()
-    ds.save_as(path, enforce_file_format=True)
-    return path
-
-
-def leaks(text: str, words) -> list[str]:
-    return [w for w in words if re.search(re.escape(w), text, re.IGNORECASE)]
+from tests.fixtures.phi_dicom import FILE_NAME, HEADER_ONLY, IN_FILE_NAME, leaks, phi_dicom
 
 
 def read(root: Path):

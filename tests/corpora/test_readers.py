@@ -3,26 +3,12 @@ import json
 import pytest
 
 from corpora.base import CorpusError, open_corpus
-from rag.types import Problem
-from tests.corpora import fixtures
-
-
-def read(root, fmt=None):
-    corpus = open_corpus(root, fmt)
-    items = list(corpus.read())
-    records = [i for i in items if not isinstance(i, Problem)]
-    problems = [i for i in items if isinstance(i, Problem)]
-    return corpus, records, problems
-
-
-def assert_private(records):
-    dumped = json.dumps([r.to_dict() for r in records], ensure_ascii=False)
-    for value in [*fixtures.PATIENT.values(), "Doe", "Radiologist"]:
-        assert value not in dumped
+from tests.fixtures import image_files, layouts
+from tests.fixtures.reading import assert_private, read
 
 
 def test_covctr_links_chinese_and_english_reports_to_the_image(tmp_path):
-    root = fixtures.covctr(tmp_path / "whatever-name")
+    root = layouts.covctr(tmp_path / "whatever-name")
     corpus, records, problems = read(root)
     assert corpus.formats == ["covctr:."]
     by_study = {}
@@ -40,11 +26,11 @@ def test_covctr_links_chinese_and_english_reports_to_the_image(tmp_path):
 
 def test_openi_xml_keeps_sections_drops_authors_and_finds_images(tmp_path):
     root = tmp_path / "reports"
-    fixtures.openi_xml(root / "ecgen-radiology" / "1.xml", "CXR1", "Heart size normal.",
+    layouts.openi_xml(root / "ecgen-radiology" / "1.xml", "CXR1", "Heart size normal.",
                        "No acute disease.", ["CXR1_1_IM-0001-3001"])
-    fixtures.openi_xml(root / "ecgen-radiology" / "2.xml", "CXR2", "", "")
+    layouts.openi_xml(root / "ecgen-radiology" / "2.xml", "CXR2", "", "")
     (root / "ecgen-radiology" / "3.xml").write_text("<eCitation><broken")
-    fixtures.png(root / "images" / "CXR1_1_IM-0001-3001.png")
+    image_files.png(root / "images" / "CXR1_1_IM-0001-3001.png")
     _, records, problems = read(root)
     report = next(r for r in records if r.kind == "report")
     assert report.meta["sections"] == {"findings": "Heart size normal.",
@@ -58,8 +44,8 @@ def test_openi_xml_keeps_sections_drops_authors_and_finds_images(tmp_path):
 
 def test_dicom_folder_never_stores_patient_fields(tmp_path):
     root = tmp_path / "export"
-    fixtures.dicom(root / "p1" / "s1" / "IM0001")  # no suffix, as PACS exports often are
-    fixtures.dicom(root / "p1" / "s1" / "IM0002", pixels=False)
+    image_files.dicom(root / "p1" / "s1" / "IM0001")  # no suffix, as PACS exports often are
+    image_files.dicom(root / "p1" / "s1" / "IM0002", pixels=False)
     (root / "p1" / "s1" / "IM0003.dcm").write_bytes(b"\0" * 128 + b"DICM" + b"\xff" * 40)
     corpus, records, problems = read(root)
     assert corpus.formats == ["dicom:."]
@@ -73,7 +59,7 @@ def test_dicom_folder_never_stores_patient_fields(tmp_path):
 
 
 def test_medpix_case_images_captions_and_topic(tmp_path):
-    _, records, problems = read(fixtures.medpix(tmp_path / "mp"))
+    _, records, problems = read(layouts.medpix(tmp_path / "mp"))
     kinds = sorted(r.kind for r in records)
     assert kinds == ["guideline", "image", "report"]
     image = next(r for r in records if r.kind == "image")
@@ -85,7 +71,7 @@ def test_medpix_case_images_captions_and_topic(tmp_path):
 
 
 def test_covid_collection_hashes_patients_and_keeps_licence(tmp_path):
-    _, records, problems = read(fixtures.covid(tmp_path / "cc"))
+    _, records, problems = read(layouts.covid(tmp_path / "cc"))
     image = next(r for r in records if r.kind == "image")
     assert image.license == "CC BY" and image.domain == "chest-xray"
     assert image.meta["split_group"].startswith("patient:") and "17" not in image.meta["split_group"]
@@ -97,7 +83,7 @@ def test_covid_collection_hashes_patients_and_keeps_licence(tmp_path):
 
 def test_generic_manifest_reports_bad_lines_and_keeps_going(tmp_path):
     root = tmp_path / "mine"
-    fixtures.png(root / "a.png")
+    image_files.png(root / "a.png")
     lines = [json.dumps({"image": "a.png", "text": "Lungs clear.", "modality": "xray",
                          "body_part": "chest"}),
              "{not json", json.dumps({"lang": "en"}),
@@ -111,11 +97,11 @@ def test_generic_manifest_reports_bad_lines_and_keeps_going(tmp_path):
 
 def test_generic_sidecars(tmp_path):
     root = tmp_path / "side"
-    fixtures.png(root / "x" / "1.png")
+    image_files.png(root / "x" / "1.png")
     (root / "x" / "1.txt").write_text("Small effusion.")
-    fixtures.png(root / "x" / "2.png", 1)
+    image_files.png(root / "x" / "2.png", 1)
     (root / "x" / "2.json").write_text(json.dumps({"text": "右肺结节。", "lang": "zh"}))
-    fixtures.png(root / "x" / "3.png", 2)
+    image_files.png(root / "x" / "3.png", 2)
     _, records, problems = read(root)
     assert len([r for r in records if r.kind == "image"]) == 3
     assert sorted(r.text for r in records if r.kind == "report") == ["Small effusion.", "右肺结节。"]
@@ -135,8 +121,8 @@ def test_detection_is_by_content_and_errors_say_what_to_do(tmp_path):
     with pytest.raises(CorpusError, match="unknown corpus format"):
         open_corpus(tmp_path / "odd", "mimic-9")
     parts = tmp_path / "parts"
-    fixtures.openi_xml(parts / "reports" / "ecgen-radiology" / "1.xml", "CXR1", "Clear.", "Normal.")
-    fixtures.dicom(parts / "pacs" / "IM1")
+    layouts.openi_xml(parts / "reports" / "ecgen-radiology" / "1.xml", "CXR1", "Clear.", "Normal.")
+    image_files.dicom(parts / "pacs" / "IM1")
     assert open_corpus(parts).formats == ["dicom:pacs", "openi_xml:reports"]
 
 
@@ -152,7 +138,7 @@ def test_openi_csv_with_bilingual_rewrites_shares_one_study_per_uid(tmp_path):
         writer.writerow(["7", "normal", "normal", "Xray", "Cough", "None.", "Lungs clear.",
                          "Normal chest."])
         writer.writerow(["8", "", "", "", "", "", "", ""])
-    fixtures.png(root / "images" / "7_1.png")
+    image_files.png(root / "images" / "7_1.png")
     for lang, text in (("en", "The lungs are clear."), ("zh", "双肺清晰。")):
         (root / f"openi-{lang}.json").write_text(json.dumps({"annotations": [
             {"image_id": "7_1", "caption": text}, {"image_id": "7_2", "caption": text},
@@ -191,7 +177,7 @@ def test_medquad_both_schemas_as_knowledge_passages(tmp_path):
 
 
 def test_gbk_encoded_cov_ctr_table_reads_the_same(tmp_path):
-    root = fixtures.covctr(tmp_path / "gbk")
+    root = layouts.covctr(tmp_path / "gbk")
     table = root / "reports.csv"
     table.write_bytes(table.read_text(encoding="utf-8").encode("gbk"))
     _, records, _ = read(root)
@@ -205,8 +191,8 @@ def test_multi_slice_series_is_indexed_by_representative_slices(tmp_path):
     root = tmp_path / "ct"
     uid = generate_uid()
     for z in range(12):  # written in shuffled order: the reader sorts by position
-        fixtures.dicom(root / f"slice{(z * 7) % 12:02d}.dcm", series=uid, z=float((z * 7) % 12))
-    fixtures.dicom(root / "scout.dcm")
+        image_files.dicom(root / f"slice{(z * 7) % 12:02d}.dcm", series=uid, z=float((z * 7) % 12))
+    image_files.dicom(root / "scout.dcm")
     _, records, problems = read(root)
     series = [r for r in records if r.meta["series_size"] == 12]
     assert [r.meta["slice_index"] for r in series] == [3, 6, 9]
@@ -216,7 +202,7 @@ def test_multi_slice_series_is_indexed_by_representative_slices(tmp_path):
 
 
 def test_a_corpus_of_linked_parts_reads_each_part(tmp_path):
-    covctr = fixtures.covctr(tmp_path / "elsewhere" / "covctr")
+    covctr = layouts.covctr(tmp_path / "elsewhere" / "covctr")
     parts = tmp_path / "parts"
     parts.mkdir()
     (parts / "ct").symlink_to(covctr, target_is_directory=True)

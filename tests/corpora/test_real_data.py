@@ -8,7 +8,7 @@ from corpora.base import open_corpus
 from corpora.demo import build_demo, demo_image
 from rag.building import iter_records
 from rag.images import load_image
-from tests.conftest import shared_subdir
+from tests.fixtures.shared_data import shared_subdir
 
 pytestmark = pytest.mark.shared_data
 

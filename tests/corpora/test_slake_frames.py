@@ -1,36 +1,15 @@
 """SLAKE question-answer pairs, and multi-frame DICOM objects indexed by a few frames."""
-import json
 
 import numpy as np
 import pydicom
-from PIL import Image
 
 from corpora.readers.dicom import MAX_SLICES
 from rag import pipeline
 from rag.images import ImageError, load_image
 from rag.types import Query
-from tests.corpora import fixtures
-from tests.corpora.test_readers import assert_private, read
-
-QUESTIONS = [
-    {"img_id": 1, "img_name": "xmlab1/source.jpg", "question": "Which organ is abnormal?",
-     "answer": "Liver", "q_lang": "en", "location": "Abdomen", "modality": "CT",
-     "answer_type": "OPEN", "content_type": "Organ", "qid": 10},
-    {"img_id": 1, "img_name": "xmlab1/source.jpg", "question": "哪个器官异常?", "answer": "肝脏",
-     "q_lang": "zh", "location": "Abdomen", "modality": "CT", "qid": 11},
-    {"img_id": 2, "img_name": "xmlab2/source.jpg", "question": "Is the lung healthy?",
-     "answer": "No", "q_lang": "en", "location": "Chest_lung", "modality": "X-Ray", "qid": 12},
-    {"img_id": 3, "question": "a row without its image name", "qid": 13},
-]
-
-
-def slake(root):
-    root.mkdir(parents=True)
-    (root / "train.json").write_text(json.dumps(QUESTIONS[:2] + QUESTIONS[3:]), encoding="utf-8")
-    (root / "test.json").write_text(json.dumps(QUESTIONS[2:3]), encoding="utf-8")
-    (root / "imgs" / "xmlab1").mkdir(parents=True)
-    Image.fromarray(np.full((32, 32), 90, np.uint8)).save(root / "imgs/xmlab1/source.jpg")
-    return root
+from tests.fixtures import image_files
+from tests.fixtures.layouts import slake
+from tests.fixtures.reading import assert_private, read
 
 
 def test_slake_pairs_are_qa_records_linked_to_their_image(tmp_path):
@@ -64,7 +43,7 @@ def test_slake_index_answers_text_questions_and_never_quotes_them(tmp_path):
 
 
 def multi_frame(path, frames=8):
-    fixtures.dicom(path)
+    image_files.dicom(path)
     ds = pydicom.dcmread(path)
     stack = np.full((frames, 64, 64), 1000, np.uint16)
     for i in range(frames):
@@ -77,7 +56,7 @@ def multi_frame(path, frames=8):
 
 def test_multi_frame_object_is_indexed_by_representative_frames(tmp_path):
     multi_frame(tmp_path / "export" / "enhanced.dcm")
-    fixtures.dicom(tmp_path / "export" / "single.dcm")
+    image_files.dicom(tmp_path / "export" / "single.dcm")
     _, records, problems = read(tmp_path / "export")
     framed = sorted((r for r in records if "frame" in r.meta), key=lambda r: r.meta["frame"])
     assert [r.meta["frame"] for r in framed] == [2, 4, 6] and len(framed) == MAX_SLICES

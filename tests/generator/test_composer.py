@@ -6,7 +6,7 @@ import pytest
 from generator.base import create_generator
 from rag.text.clinical_labels import NO_FINDING, label_report
 from rag.types import Hit, Query, Record
-from tests.conftest import shared_subdir
+from tests.fixtures.shared_data import shared_subdir
 
 
 def _report(rid, lang, findings, impression, study=None):

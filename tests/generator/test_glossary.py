@@ -13,7 +13,7 @@ from generator.glossary import (
     prompt_terms,
     terms_in,
 )
-from tests.conftest import shared_subdir
+from tests.fixtures.shared_data import shared_subdir
 
 log = logging.getLogger(__name__)
 

@@ -15,33 +15,12 @@ from generator.base import create_generator
 from generator.composer import phrases
 from generator.llm import LlamaCppGenerator
 from generator.support import SupportCheck
-from rag.types import Hit, Query, Record
+from rag.types import Query, Record
+from tests.fixtures.llm_cases import CASES, hits_of, report
 
 log = logging.getLogger(__name__)
 
 QUERY = Query(image="new-study.png", lang="en")
-
-
-def report(rid, lang, findings, impression, study):
-    return Record(rid, "report", "xray", "chest", "chest-xray", lang,
-                  f"Findings: {findings} Impression: {impression}", study=study,
-                  meta={"sections": {"findings": findings, "impression": impression}})
-
-
-CASES = [
-    report("iu:1", "en", "The heart is normal in size. There is a small left pleural effusion with "
-           "adjacent atelectasis.", "Small left pleural effusion.", "s1"),
-    report("iu:2", "en", "Heart size is normal. Small left effusion. No pneumothorax.",
-           "Small left pleural effusion. No pneumothorax.", "s2"),
-    report("iu:3", "en", "The lungs are clear. No pleural effusion or pneumothorax. Normal heart size.",
-           "No acute cardiopulmonary disease.", "s3"),
-]
-
-
-def hits_of(records, linked=None):
-    return [Hit(r, 0.9 - 0.05 * i, i + 1, "faiss", "image->report", cosine=0.9 - 0.05 * i,
-                linked=list((linked or {}).get(r.id, [])))
-            for i, r in enumerate(records)]
 
 
 def chunk(content=None, finish=None, role=None):

@@ -13,7 +13,7 @@ from generator.mllm.model import IGNORE, IMAGE_MARK, Projector, build_model, loa
 from rag.training.mllm_data import Example, cited_answer, save_examples
 from rag.training.mllm import MLLMTrainConfig, fit_answer, train_mllm
 from rag.types import Hit, Query, Record
-from tests.generator.tiny_vlm import build_qwen2_lm
+from tests.fixtures.tiny_vlm import build_qwen2_lm
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ from PIL import Image
 from generator.base import create_generator
 from generator.vlm import MAX_IMAGE_SIDE, VisionLanguageGenerator, query_image
 from rag.types import Hit, Query, Record, Report
-from tests.generator.tiny_vlm import build_llava, build_qwen2_vl
+from tests.fixtures.tiny_vlm import build_llava, build_qwen2_vl
 
 # read_report finds headings at the start of a line, as models write them
 ANSWER = ("Findings: Ground glass opacity in the right lower lobe [1].\n"

@@ -1,6 +1,6 @@
 """Models in a worker process (generator/worker.py): a crash on purpose (abort, SIGSEGV, exit,
 a hang) kills only the worker; the caller gets GeneratorCrashed and the next call a new worker.
-The crashing models are fakes (tests/generator/fake_llamas.py), never the real llama.cpp bug."""
+The crashing models are fakes (tests/fixtures/fake_llamas.py), never the real llama.cpp bug."""
 from __future__ import annotations
 
 import json
@@ -13,10 +13,9 @@ import cli
 from generator.base import GeneratorCrashed, create_generator
 from generator.worker import ModelWorker, death_cause
 from rag.types import Query
-from tests.generator.test_llm import CASES, hits_of
-from tests.test_cli import index_dir  # noqa: F401 - the module's tiny index, as a fixture
+from tests.fixtures.llm_cases import CASES, hits_of
 
-FAKES = "tests.generator.fake_llamas"
+FAKES = "tests.fixtures.fake_llamas"
 QUERY = Query(image="new-study.png", lang="en")
 
 
@@ -149,8 +148,8 @@ def test_a_crash_while_loading_is_a_crash_too():
     generator.close()
 
 
-def test_cli_ask_prints_the_crash_in_one_sentence_and_exits_1(index_dir, monkeypatch):  # noqa: F811
-    idx, corpus = index_dir
+def test_cli_ask_prints_the_crash_in_one_sentence_and_exits_1(indexed_corpus, monkeypatch):
+    idx, corpus = indexed_corpus
     monkeypatch.setattr(cli, "generator_options",
                         lambda *_, **__: {"llama_factory": f"{FAKES}:aborting_on_load"})
     result = CliRunner().invoke(cli.app, ["ask", "--image", str(corpus / "img/c1_0.png"),
@@ -161,10 +160,10 @@ def test_cli_ask_prints_the_crash_in_one_sentence_and_exits_1(index_dir, monkeyp
     assert "Traceback" not in result.output and not isinstance(result.exception, GeneratorCrashed)
 
 
-def test_eval_report_records_the_crashed_items_and_goes_on(index_dir, tmp_path):  # noqa: F811
+def test_eval_report_records_the_crashed_items_and_goes_on(indexed_corpus, tmp_path):
     from rag.evaluation.reports import evaluate_reports, to_markdown
 
-    idx, corpus = index_dir
+    idx, corpus = indexed_corpus
     result = evaluate_reports(corpus, "all", "en", ("grounded", "llm"), index_dir=idx, limit=3,
                               encoder="tiny", work_dir=tmp_path,
                               options={"llm": {"llama_factory": f"{FAKES}:aborting_on_load"}})

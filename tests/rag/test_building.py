@@ -12,7 +12,7 @@ from rag.building import build_index
 from rag.encoders.base import create_encoder
 from rag.store import RecordStore
 from rag.types import Problem, Query, Record
-from tests.test_pipeline import make_corpus
+from tests.fixtures.tiny_corpus import make_corpus
 
 
 def manifest_lines(corpus):

@@ -5,7 +5,7 @@ import csv
 import pytest
 
 from rag.text.clinical_labels import LABEL_PATTERNS, LABELS, label_f1, label_report
-from tests.conftest import shared_subdir
+from tests.fixtures.shared_data import shared_subdir
 
 CHEXPERT = [
     "No Finding", "Enlarged Cardiomediastinum", "Cardiomegaly", "Lung Lesion", "Lung Opacity", "Edema",

@@ -18,7 +18,7 @@ from rag.evaluation.retrieval import (
     ranks,
     summarize,
 )
-from tests.test_pipeline import make_corpus
+from tests.fixtures.tiny_corpus import make_corpus
 
 runner = CliRunner()
 

@@ -1,8 +1,6 @@
 """Image and DICOM decoding on real files from pydicom-data, on broken ones, and on ones too
 large to decode (the pixel cap)."""
-import struct
 import warnings
-import zlib
 from importlib.metadata import PackageNotFoundError, distribution
 
 import numpy as np
@@ -13,6 +11,7 @@ from pydicom.dataset import FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from rag.images import ImageError, check_image, is_dicom, load_image, load_image_bytes
+from tests.fixtures.image_files import png_bomb
 
 
 def dicom_data(name: str):
@@ -82,22 +81,6 @@ def test_sixteen_bit_png_is_scaled_not_clipped(tmp_path):
 
 
 # -- the pixel cap and bounded decoding --------------------------------------------------------
-
-def png_bomb(width: int, height: int) -> bytes:
-    """A real bilevel PNG of width x height zero pixels: a few hundred KB on disk, gigabytes once
-    decoded (zlib compresses runs of zeros about a thousand to one)."""
-    def chunk(tag: bytes, data: bytes) -> bytes:
-        return (struct.pack(">I", len(data)) + tag + data
-                + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF))
-
-    row = b"\0" * (1 + (width + 7) // 8)
-    packer = zlib.compressobj(9)
-    data = [packer.compress(row * 1000) for _ in range(height // 1000)]
-    data += [packer.compress(row * (height % 1000)), packer.flush()]
-    header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", b"".join(data))
-            + chunk(b"IEND", b""))
-
 
 @pytest.fixture(scope="module")
 def bomb(tmp_path_factory):

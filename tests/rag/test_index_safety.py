@@ -20,7 +20,7 @@ from rag import pipeline
 from rag.building import build_index
 from rag.encoders.base import create_encoder
 from rag.manifest import IndexBusy, IndexLock, ManifestError, read_manifest, swap_paths
-from tests.test_pipeline import make_corpus
+from tests.fixtures.tiny_corpus import make_corpus
 
 ROOT = Path(__file__).resolve().parents[2]
 runner = CliRunner()

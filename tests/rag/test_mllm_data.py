@@ -5,7 +5,7 @@ import pytest
 from rag.building import read_records
 from rag.training.mllm_data import build_examples, load_examples, save_examples
 from rag.evaluation.reports import split_records
-from tests.test_pipeline import make_corpus
+from tests.fixtures.tiny_corpus import make_corpus
 
 
 @pytest.fixture(scope="module")

@@ -60,7 +60,7 @@ def test_hub_weights_offline_fail_fast_with_advice(tmp_path):
 def test_open_clip_towers_train_under_caselens_heads(tmp_path):
     """A towers config over open_clip backbones: the same stage-1 training and evaluation."""
     from rag.training.encoder import TrainConfig, train_heads
-    from tests.test_pipeline import make_corpus
+    from tests.fixtures.tiny_corpus import make_corpus
 
     (tmp_path / "caselens-tiny-vit.json").write_text(json.dumps(TINY_ARCH))
     spec = {"model": "caselens-tiny-vit", "model_config": "caselens-tiny-vit.json",

@@ -9,7 +9,7 @@ from cli import app
 from rag.building import read_records
 from rag.evaluation.reports import eval_items, split_records
 from rag.store import RecordStore
-from tests.test_pipeline import make_corpus
+from tests.fixtures.tiny_corpus import make_corpus
 
 runner = CliRunner()
 

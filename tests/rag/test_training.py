@@ -6,7 +6,7 @@ import pytest
 
 from rag.encoders.base import CONFIG_DIR, create_encoder
 from rag.training.encoder import TrainConfig, collect_pairs, split_of, train_heads
-from tests.test_pipeline import make_corpus
+from tests.fixtures.tiny_corpus import make_corpus
 
 
 @pytest.fixture(scope="module")
