@@ -24,8 +24,7 @@ from dataclasses import dataclass
 from functools import cache, lru_cache
 from pathlib import Path
 
-from rag.text.negation import detect_language
-from rag.text.words import LATIN_WORD, latin_words
+from rag.text.words import LATIN_WORD, detect_language, latin_words
 
 GLOSSARY = Path(__file__).parent / "glossary" / "radiology_en_zh.tsv"
 COLUMNS = ("en", "zh", "en_aliases", "zh_aliases", "kind")

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 
-from rag.text.negation import detect_language
+from rag.text.words import detect_language
 
 # XXXX-style runs (not inside a word), runs of underscores, and [** ... **] brackets
 PLACEHOLDER = re.compile(r"(?<![A-Za-z])X{3,}(?![A-Za-z])|_{3,}|\[\*\*.*?\*\*\]")

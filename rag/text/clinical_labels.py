@@ -26,7 +26,8 @@ from __future__ import annotations
 
 import re
 
-from rag.text.negation import NEGATIVE, UNCERTAIN, detect_language, mention_polarity
+from rag.text.negation import NEGATIVE, UNCERTAIN, mention_polarity
+from rag.text.words import detect_language
 
 NO_FINDING = "No Finding"
 SUPPORT_DEVICES = "Support Devices"
