@@ -10,7 +10,7 @@ import httpx
 import uvicorn
 
 from rag.service.api import Settings, create_app
-from tests.test_api_worker import TEXT, Held
+from tests.fixtures.held_worker import TEXT, Held
 
 LIMIT = 256 * 1024
 CHUNK = 64 * 1024

@@ -3,7 +3,6 @@ refused at once with 503 + Retry-After, /healthz answers while the worker is stu
 past the limits are refused before any work, a crashed language model is one 503, and a
 rebuilt index is picked up without a restart. The worker is held by an Event, never a sleep."""
 import shutil
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -13,23 +12,7 @@ from fastapi.testclient import TestClient
 from generator.base import GeneratorCrashed
 from rag import pipeline
 from rag.service.api import Settings, create_app
-
-TEXT = {"text": "pleural effusion", "k": "3"}
-
-
-
-class Held:
-    """Wraps a session method so that each call waits for `release` (a test hook)."""
-
-    def __init__(self, method):
-        self.method, self.calls = method, 0
-        self.entered, self.release = threading.Event(), threading.Event()
-
-    def __call__(self, *args, **kwargs):
-        self.calls += 1
-        self.entered.set()
-        assert self.release.wait(60), "the test never released the worker"
-        return self.method(*args, **kwargs)
+from tests.fixtures.held_worker import TEXT, Held
 
 
 def test_full_queue_is_refused_at_once_and_healthz_still_answers(index_dir):
