@@ -164,6 +164,7 @@ def _hits():
     return [Hit(record=r, score=0.9 - 0.1 * i, rank=i + 1, backend="faiss") for i, r in enumerate(rec)]
 
 
+@pytest.mark.slow
 def test_the_mllm_generator_writes_a_report_with_its_trained_weights(variant, images, tmp_path):
     from generator.base import create_generator
 

@@ -52,6 +52,7 @@ def _generator(path: str, **options) -> VisionLanguageGenerator:
     return create_generator("vlm", model=path, **options)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["qwen2-vl", "llava"])
 @pytest.mark.parametrize("with_image", [True, False], ids=["image", "text-only"])
 def test_writes_a_report_from_an_image_or_a_text_query(models, image_path, name, with_image):
