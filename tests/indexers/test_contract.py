@@ -12,6 +12,18 @@ import numpy as np
 import pytest
 
 from indexers.base import VectorIndexError, open_index
+from tests.fixtures.vectors import (
+    APPROXIMATE,
+    DIM,
+    PER_KIND,
+    TOL,
+    assert_same_ids_unless_tied,
+    assert_top_k,
+    clustered,
+    fill,
+    make_corpus,
+    make_queries,
+)
 
 BACKENDS = ["faiss", "qdrant"]
 # variant name -> (backend, options); the plain backend names stay the exact variants.
@@ -22,110 +34,6 @@ BACKENDS = ["faiss", "qdrant"]
 VARIANTS = {"faiss": ("faiss", {}), "qdrant": ("qdrant", {}),
             "faiss-hnsw": ("faiss", {"index_type": "hnsw", "target_recall": 0.99}),
             "faiss-ivfpq": ("faiss", {"index_type": "ivfpq", "target_recall": 0.99})}
-APPROXIMATE = {"faiss-hnsw", "faiss-ivfpq"}
-MIN_RECALL = 0.9  # for APPROXIMATE variants
-DIM = 32
-PER_KIND = 500
-KINDS = ("image", "report", "guideline")
-TOL = 1e-5
-
-
-def clustered(rng: np.random.Generator, n: int, dim: int = DIM, clusters: int = 8) -> np.ndarray:
-    """Unit vectors around a few centres, like CLIP embeddings of a few body parts."""
-    centres = rng.standard_normal((clusters, dim))
-    points = centres[rng.integers(clusters, size=n)] + 0.4 * rng.standard_normal((n, dim))
-    return (points / np.linalg.norm(points, axis=1, keepdims=True)).astype(np.float32)
-
-
-def make_corpus(seed: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """kind -> (ids (N,), vectors (N, DIM)); ids are sparse and shuffled, so a backend that
-    returns positions instead of ids fails."""
-    rng = np.random.default_rng(seed)
-    ids = rng.choice(10**9, size=PER_KIND * len(KINDS), replace=False).astype(np.int64)
-    return {kind: (ids[i * PER_KIND:(i + 1) * PER_KIND], clustered(rng, PER_KIND))
-            for i, kind in enumerate(KINDS)}
-
-
-def make_queries(corpus_vectors: np.ndarray, seed: int, n: int = 12) -> np.ndarray:
-    """Half near-duplicates of stored vectors (the image-to-similar-case case), half fresh."""
-    rng = np.random.default_rng(seed)
-    near = corpus_vectors[rng.choice(len(corpus_vectors), n // 2, replace=False)]
-    near = near + 0.05 * rng.standard_normal(near.shape)
-    queries = np.vstack([near, clustered(rng, n - n // 2)])
-    return (queries / np.linalg.norm(queries, axis=1, keepdims=True)).astype(np.float32)
-
-
-def fill(index, corpus) -> None:
-    """Adds in uneven chunks, as a resumable build does."""
-    for kind, (ids, vectors) in corpus.items():
-        for start, stop in ((0, 1), (1, 97), (97, PER_KIND)):
-            index.add(kind, ids[start:stop], vectors[start:stop])
-
-
-def _searchable(result, ids, vectors, queries, k, allowed):
-    """Checks every result's shape and dtypes; returns it with the searchable ids (those in
-    `allowed`), their exact scores (Q, N) and how many results a row can hold."""
-    scores, found = result
-    assert scores.shape == found.shape == (len(queries), k)
-    assert scores.dtype == np.float32 and found.dtype == np.int64
-    if allowed is not None:
-        keep = np.isin(ids, allowed)
-        ids, vectors = ids[keep], vectors[keep]
-    exact = queries.astype(np.float64) @ vectors.T.astype(np.float64)  # (Q, N)
-    return scores, found, ids, exact, min(k, len(ids))
-
-
-def assert_top_k(result, ids, vectors, queries, k, allowed=None, backend="exact") -> None:
-    """`result` equals brute-force top-k over (ids, vectors), restricted to `allowed`; two
-    ids may only trade places when their scores tie within TOL. For an APPROXIMATE backend,
-    see assert_recall instead."""
-    if backend in APPROXIMATE:
-        assert_recall(result, ids, vectors, queries, k, allowed)
-        return
-    scores, found, ids, exact, depth = _searchable(result, ids, vectors, queries, k, allowed)
-    order = np.argsort(-exact, axis=1, kind="stable")[:, :depth]
-    want_scores, want_ids = np.full(scores.shape, -np.inf), np.full(found.shape, -1)
-    want_scores[:, :depth] = np.take_along_axis(exact, order, axis=1)
-    want_ids[:, :depth] = ids[order]
-    np.testing.assert_allclose(scores, want_scores, rtol=0, atol=TOL)
-    position = {int(i): p for p, i in enumerate(ids)}
-    for row, col in zip(*np.nonzero(found != want_ids)):
-        got = int(found[row, col])
-        assert got in position, f"id {got} is not among the searchable ids"
-        assert abs(exact[row, position[got]] - want_scores[row, col]) <= TOL, "not a tie"
-    for row in found:
-        real = row[row >= 0]
-        assert len(np.unique(real)) == len(real), "an id appears twice in one result row"
-
-
-def assert_recall(result, ids, vectors, queries, k, allowed=None) -> None:
-    """An approximate top-k: full rows (padding only past the searchable count) of distinct
-    searchable ids, best first, each with its exact score, and recall@k >= MIN_RECALL, where a
-    result whose score ties the k-th brute-force score counts as a hit."""
-    scores, found, ids, exact, depth = _searchable(result, ids, vectors, queries, k, allowed)
-    assert (found[:, :depth] >= 0).all(), "a row is short of results the index holds"
-    assert (found[:, depth:] == -1).all() and np.isneginf(scores[:, depth:]).all()
-    if depth == 0:
-        return
-    position = {int(i): p for p, i in enumerate(ids)}
-    assert set(found[:, :depth].ravel().tolist()) <= set(position), "an id that is not searchable"
-    true_scores = np.take_along_axis(exact, np.vectorize(position.get)(found[:, :depth]), axis=1)
-    np.testing.assert_allclose(scores[:, :depth], true_scores, rtol=0, atol=TOL)
-    assert (np.diff(scores[:, :depth], axis=1) <= TOL).all(), "not best first"
-    for row in found:
-        assert len(np.unique(row[row >= 0])) == len(row[row >= 0]), "an id appears twice"
-    kth = -np.sort(-exact, axis=1)[:, depth - 1:depth]  # (Q, 1)
-    recall = float((true_scores >= kth - TOL).mean())
-    assert recall >= MIN_RECALL, f"recall@{k} {recall:.3f} < {MIN_RECALL}"
-
-
-def assert_same_ids_unless_tied(ids_a, ids_b, scores) -> None:
-    """Ids agree everywhere except where a score ties a neighbour's within TOL."""
-    gap = np.abs(np.diff(scores, axis=1)) <= TOL  # (Q, k - 1)
-    tied = np.zeros(scores.shape, dtype=bool)
-    tied[:, 1:] |= gap
-    tied[:, :-1] |= gap
-    np.testing.assert_array_equal(ids_a[~tied], ids_b[~tied])
 
 
 @pytest.fixture(autouse=True)

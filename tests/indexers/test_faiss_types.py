@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from indexers.base import VectorIndexError, open_index
-from tests.indexers.test_contract import assert_recall, assert_top_k, clustered, make_queries
+from tests.fixtures.vectors import assert_recall, assert_top_k, clustered, make_queries
 
 DIM = 32
 LARGE = 3000

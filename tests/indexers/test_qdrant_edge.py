@@ -18,7 +18,7 @@ import pytest
 from indexers import qdrant_edge, qdrant_index
 from indexers.base import VectorIndexError, open_index
 from indexers.qdrant_index import QdrantOptions, collection_settings, public_url, server_prefix
-from tests.indexers.test_contract import DIM, assert_top_k, clustered, fill, make_corpus, make_queries
+from tests.fixtures.vectors import DIM, assert_top_k, clustered, fill, make_corpus, make_queries
 
 BIG = 30_000  # over exact_below (20k): save() builds HNSW and tunes hnsw_ef
 SMALL = 2_000
