@@ -418,7 +418,7 @@ def serve(
     """
     import uvicorn
 
-    from rag.service.api import Settings, create_app
+    from rag.service.app import Settings, create_app
 
     if host not in ("127.0.0.1", "localhost", "::1") and not api_key:
         err.print(f"[yellow]warning:[/] serving on {host} without an API key: anyone who can "

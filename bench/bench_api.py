@@ -13,7 +13,7 @@ not share the server's interpreter, then:
 4. with --image: image search and ask (en, zh) at --clients.
 /healthz is polled every 100 ms by its own client throughout; its p50 / max latency is
 printed per row. Only 127.0.0.1 is contacted; every request has a timeout.
-`--app` serves another module's create_app (e.g. an older copy of rag/service/api.py on PYTHONPATH)
+`--app` serves another module's create_app (e.g. an older copy of rag/service/app.py on PYTHONPATH)
 to compare versions on the same machine.
 """
 from __future__ import annotations
@@ -162,7 +162,7 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--requests", type=int, default=200, help="requests per row")
     parser.add_argument("--overload", type=int, default=64, help="clients of the overload row")
-    parser.add_argument("--app", default="rag.service.api", help="module whose create_app is served")
+    parser.add_argument("--app", default="rag.service.app", help="module whose create_app is served")
     parser.add_argument("--threads", type=int, default=1, help="torch threads of the server's "
                                                                 "worker (as serve --threads)")
     parser.add_argument("--no-breakdown", action="store_true")

@@ -11,8 +11,8 @@ from fastapi.testclient import TestClient
 from PIL import Image
 from pydicom.data import get_testdata_file
 
-from rag.service.api import Settings, create_app
-
+from rag.service.app import Settings, create_app
+from rag.service.dependencies import get_service
 
 
 @pytest.fixture(scope="module")
@@ -102,6 +102,57 @@ def test_bad_requests_get_a_clear_json_error(client, request_args, status, words
     assert response.status_code == status, response.text
     body = response.json()
     assert body["status"] == status and words in body["error"]
+
+
+def test_an_unknown_kind_is_one_sentence_422_before_any_work(client):
+    done = client.app.state.service.worker.done
+    response = client.post("/v1/search", data={"text": "effusion", "to": ["reports", "videos"]})
+    assert response.status_code == 422
+    assert response.json() == {
+        "error": "unknown kind 'videos'; give reports, images, guidelines or qa", "status": 422}
+    assert client.app.state.service.worker.done == done  # refused before the worker
+    mixed = client.post("/v1/search", data={"text": "effusion", "to": "report, Images",
+                                            "k": "2"})
+    assert mixed.status_code == 200 and {h["kind"] for h in mixed.json()["hits"]} == {
+        "report", "image"}
+
+
+class RecordingSession:
+    """Stands in for the index session: records what a route asked of it."""
+
+    explain = {"route": "recorded"}
+
+    def __init__(self):
+        self.calls = []
+
+    def search(self, *args, **filters):
+        self.calls.append((args, filters))
+        return []
+
+
+class RecordingService:
+    """Runs a route's job at once on a RecordingSession, with no index and no worker."""
+
+    def __init__(self, settings):
+        self.settings, self.session = settings, RecordingSession()
+
+    async def run(self, call, receive=None):
+        return call(self.session)
+
+
+def test_search_route_only_delegates_the_parsed_form_to_the_session(tmp_path):
+    settings = Settings(index=tmp_path / "nowhere")
+    app, service = create_app(settings), RecordingService(settings)
+    app.dependency_overrides[get_service] = lambda: service
+    with TestClient(app) as test_client:
+        response = test_client.post("/v1/search", data={
+            "text": "effusion", "to": ["reports,images", "qa"], "k": "auto", "diversity": "0.3",
+            "lang": "zh"})
+    assert response.status_code == 200, response.text
+    assert response.json()["hits"] == [] and response.json()["retrieval"] == {"route": "recorded"}
+    assert service.session.calls == [
+        ((None, "effusion", ("report", "image", "qa"), "auto", 0.3),
+         {"domain": None, "modality": None, "lang": "zh", "body_part": None})]
 
 
 def test_bad_language_field_and_unknown_record(client):

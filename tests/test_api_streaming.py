@@ -9,7 +9,7 @@ from contextlib import contextmanager
 import httpx
 import uvicorn
 
-from rag.service.api import Settings, create_app
+from rag.service.app import Settings, create_app
 from tests.fixtures.held_worker import TEXT, Held
 
 LIMIT = 256 * 1024

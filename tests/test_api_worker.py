@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 
 from generator.base import GeneratorCrashed
 from rag import pipeline
-from rag.service.api import Settings, create_app
+from rag.service.app import Settings, create_app
 from tests.fixtures.held_worker import TEXT, Held
 
 

@@ -16,7 +16,7 @@ import uvicorn
 from PIL import Image
 
 from rag import pipeline
-from rag.service.api import Settings, create_app
+from rag.service.app import Settings, create_app
 from tests.fixtures.tiny_corpus import make_corpus
 
 REPO = Path(__file__).resolve().parents[1]

@@ -1,4 +1,4 @@
-"""The HTTP API's one worker thread and the index session it owns.
+"""The HTTP API's settings, its one worker thread and the index session it owns.
 
 Encoding, search, generation and record reads run on this thread, never on the event loop:
 the loop stays free to answer /healthz, to refuse requests over the limits and to notice
@@ -20,6 +20,7 @@ import threading
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -29,6 +30,24 @@ from rag.manifest import MANIFEST, read_manifest
 log = logging.getLogger("caselens.api")
 T = TypeVar("T")
 Receive = Callable[[], Awaitable[dict]]
+
+
+@dataclass
+class Settings:
+    """What one server serves and its limits (built by `cli.py serve`, or by a test)."""
+
+    index: Path = pipeline.DEFAULT_INDEX
+    backend: str | None = None  # default: the index's first backend
+    api_key: str | None = None  # when set, /v1 requires the X-API-Key header
+    max_upload_bytes: int = 20 * 1024 * 1024
+    max_pixels: int = 50_000_000
+    max_waiting: int = 16  # requests queued behind the one being served
+    max_text_chars: int = 2000  # a search text or question, in characters...
+    max_text_words: int = 1000  # ...and in words (a Chinese character counts as one)
+    threads: int | None = None  # torch threads of the worker (None: torch's; serve uses 1)
+    thumbnail_px: int = 256
+    generator: str = "auto"  # who writes /v1/ask's reports (loaded once at start)
+    generator_options: dict[str, Any] = field(default_factory=dict)  # e.g. {"model_path": ...}
 
 
 class ApiError(Exception):
@@ -128,7 +147,7 @@ def manifest_stamp(index_dir: Path) -> tuple[int, ...] | None:
 class Service:
     """The index session, opened, used and reopened only on the worker thread."""
 
-    def __init__(self, settings: Any):
+    def __init__(self, settings: Settings):
         self.settings = settings
         self.worker = Worker(settings.max_waiting)
         self.session: pipeline.Session | None = None
@@ -170,7 +189,7 @@ class Service:
 
     def open(self) -> None:
         settings = self.settings
-        _limit_threads(getattr(settings, "threads", None))
+        _limit_threads(settings.threads)
         stamp = manifest_stamp(settings.index)  # before reading: a later swap is seen next time
         old = self.session
         try:

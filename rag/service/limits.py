@@ -1,4 +1,5 @@
-"""The ASGI layer in front of every route: what can be refused before the body is read.
+"""What the API refuses, and when: from the headers, before the body is read (RequestGuard),
+then a text or an upload past its limit before it costs any work.
 
 FastAPI parses a form (and spools uploads to /tmp) before any dependency runs, so an API-key
 dependency or a size check in the route comes after a client has sent, and the server has
@@ -14,12 +15,14 @@ import hmac
 import logging
 import time
 
+from fastapi import UploadFile
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from rag.service.runner import Worker
+from rag.service.runner import ApiError, Settings, Worker
+from rag.text.words import count_words
 
 log = logging.getLogger("caselens.api")
 FORM_OVERHEAD = 64 * 1024  # a form's fields around an upload; all that a body without one may hold
@@ -109,3 +112,27 @@ class RequestGuard:
 def _refuse(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
     return JSONResponse({"error": message, "status": status}, status,
                         {**(headers or {}), "Connection": "close"})
+
+
+def check_text(settings: Settings, name: str, value: str | None) -> None:
+    """Refuse texts past what the encoder reads, before they cost any work."""
+    if value is None:
+        return
+    if len(value) > settings.max_text_chars:
+        raise ApiError(413, f"the {name} has {len(value):,} characters; at most "
+                            f"{settings.max_text_chars:,} are accepted: shorten it")
+    words = count_words(value)
+    if words > settings.max_text_words:
+        raise ApiError(413, f"the {name} has {words:,} words; at most "
+                            f"{settings.max_text_words:,} are accepted: shorten it")
+
+
+async def read_upload(settings: Settings, file: UploadFile | None) -> bytes | None:
+    """The uploaded file's bytes, refused past max_upload_bytes (the guard only bounds the
+    whole body, form fields included)."""
+    if file is None:
+        return None
+    data = await file.read(settings.max_upload_bytes + 1)
+    if len(data) > settings.max_upload_bytes:
+        raise ApiError(413, f"the upload is larger than {settings.max_upload_bytes:,} bytes")
+    return data
