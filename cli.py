@@ -465,9 +465,9 @@ def corpus_inspect(
 
     Example: python cli.py corpus inspect ../shared/data/medpix-2.0 --json
     """
-    from rag import pipeline
+    from corpora.inspect import inspect_corpus
 
-    report = _run(lambda: pipeline.inspect_corpus(corpus, fmt, follow_symlinks))
+    report = _run(lambda: inspect_corpus(corpus, fmt, follow_symlinks))
     if as_json:
         out.print_json(json.dumps(report, ensure_ascii=False))
         return
@@ -518,15 +518,16 @@ def train_encoder(
 
     Example: python cli.py train encoder ../shared/data/cov-ctr ../shared/data/medpix-2.0
     """
-    from rag import pipeline
+    from rag.training.encoder import TrainConfig, train_heads
 
+    cfg = TrainConfig(epochs=epochs, seed=seed, init=str(init) if init else None,
+                      bilingual_weight=bilingual_weight, resume=resume, unfreeze=unfreeze,
+                      train_fraction=train_fraction)
     with _progress("features") as bar:
         task = bar.add_task("features", total=None)
-        result = _run(lambda: pipeline.train_encoder(
-            config, corpora, heads_out, run_dir, epochs, seed,
-            progress=lambda done, total: bar.update(task, completed=done, total=total),
-            init=init, bilingual_weight=bilingual_weight, resume=resume, unfreeze=unfreeze,
-            train_fraction=train_fraction))
+        result = _run(lambda: train_heads(
+            config, corpora, heads_out, run_dir, cfg,
+            progress=lambda done, total: bar.update(task, completed=done, total=total)))
     summary = {"heads": str(result.heads_path), "counts": result.counts,
                "test_untrained": result.test_untrained, "test_trained": result.test_trained,
                "zh_to_en_untrained": result.bilingual_untrained,

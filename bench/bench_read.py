@@ -16,7 +16,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from rag.pipeline import inspect_corpus  # noqa: E402
+from corpora.inspect import inspect_corpus  # noqa: E402
 from tests.conftest import shared_data_dir  # noqa: E402
 
 

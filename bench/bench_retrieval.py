@@ -24,7 +24,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from rag import pipeline  # noqa: E402
-from rag.training.encoder import TrainConfig, split_of  # noqa: E402
+from corpora.splits import group_of, split_of  # noqa: E402
 from tests.conftest import shared_data_dir  # noqa: E402
 
 DEFAULT = ("cov-ctr", "medpix-2.0", "covid-chestxray")
@@ -45,14 +45,12 @@ def summary(ranks: list[int | None]) -> str:
 
 
 def test_records(session, kind: str, limit: int):
-    cfg = TrainConfig()
     rows = session.store.db.execute("SELECT rowid FROM records WHERE kind = ? ORDER BY id",
                                     (kind,)).fetchall()
     records = session.store.get(r[0] for r in rows)
     chosen = []
     for rowid, rec in sorted(records.items(), key=lambda item: item[1].id):
-        group = f"{rec.source}:{rec.meta.get('split_group') or rec.study}"
-        if split_of(group, cfg) == "test":
+        if split_of(group_of(rec)) == "test":
             chosen.append((rowid, rec))
     return chosen[:limit]
 

@@ -25,8 +25,9 @@ from generator.placeholders import has_placeholder  # noqa: E402
 from generator.translation_memory import (TranslationMemory, align, bilingual_pairs,  # noqa: E402
                                           lookup)
 from rag.encoders.backbones import TEXT_BACKBONES  # noqa: E402
-from rag.building import iter_records  # noqa: E402
-from rag.evaluation.reports import reference_text, split_records  # noqa: E402
+from corpora.reading import iter_records  # noqa: E402
+from corpora.splits import split_records  # noqa: E402
+from rag.evaluation.reports import reference_text  # noqa: E402
 
 
 def reports(folder: Path):

@@ -14,15 +14,17 @@ import os
 import shutil
 import subprocess
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from corpora.base import Corpus, CorpusError, open_corpus
-from indexers.base import VectorIndex, open_index
-from rag.encoders.base import Encoder
+from corpora.reading import iter_records, no_records_message, read_records
+from corpora.splits import split_records
+from indexers.base import VectorIndex, needed_files, open_index
+from rag.encoders.base import Encoder, create_encoder
 from rag.images import ImageError, load_image
 from rag.manifest import IndexLock, recover_swap, swap_paths
 from rag.manifest import MANIFEST, missing_files, read_manifest, write_manifest
@@ -51,39 +53,6 @@ class BuildSummary:
                 "backends": self.backends, "seconds": round(self.seconds, 2),
                 "incremental": self.incremental, "changes": self.changes,
                 "problems": [{"path": p.path, "reason": p.reason} for p in self.problems]}
-
-
-def iter_records(corpus: Corpus, problems: list[Problem]) -> Iterator[Record]:
-    """The corpus's usable records, one at a time; duplicates and empty texts become Problems.
-
-    Only the ids seen so far are held in memory, never the records themselves.
-    """
-    seen: set[str] = set()
-    for item in corpus.read():
-        if isinstance(item, Problem):
-            problems.append(item)
-        elif item.id in seen:
-            problems.append(Problem(item.image or item.id, f"duplicate record id {item.id}"))
-        elif item.kind != "image" and not item.text.strip():
-            problems.append(Problem(item.id, "empty text"))
-        else:
-            seen.add(item.id)
-            yield item
-
-
-def read_records(corpus_dir: Path, fmt: str | None) -> tuple[list[Record], list[Problem], list[str]]:
-    """Every usable record in memory, for training (which needs all pairs at once)."""
-    corpus = open_corpus(corpus_dir, fmt)
-    problems: list[Problem] = []
-    records = list(iter_records(corpus, problems))
-    if not records:
-        raise CorpusError(_no_records(corpus_dir, problems))
-    return records, problems, corpus.formats
-
-
-def _no_records(corpus_dir: Path | str, problems: list[Problem]) -> str:
-    return (f"no usable records in {corpus_dir} ({len(problems)} problem(s); "
-            "run `python cli.py corpus inspect` on it to see them)")
 
 
 def record_digest(rec: Record) -> str:
@@ -173,7 +142,7 @@ def _reusable(index_dir: Path, encoder: Encoder, backends: Sequence[str], root: 
         return "it was built by an older caselens"
     if manifest.get("index_options", {}) != _public(options):
         return "other index options were asked for"
-    missing = missing_files(manifest, index_dir)
+    missing = missing_files(manifest, index_dir, needed_files)
     if missing:
         return f"its files are incomplete ({', '.join(missing)} missing)"
     return ""
@@ -354,7 +323,7 @@ def _build(corpus: Corpus, index_dir: Path, encoder: Encoder, encoder_config: st
                 progress(done, None)
         writer.finish()
         if not len(store):
-            raise CorpusError(_no_records(corpus.root, problems))
+            raise CorpusError(no_records_message(corpus.root, problems))
         counts = store.counts()
         fingerprint = store.fingerprint()
         described = {}
@@ -414,7 +383,7 @@ def delete_records(index_dir: str | Path, dim: int, ids: Sequence[str] = (),
 
 def _delete(index_dir: Path, dim: int, ids: Sequence[str],
             filters: dict[str, str] | None) -> int:
-    manifest = read_manifest(index_dir)
+    manifest = read_manifest(index_dir, needed_files)
     work, _ = swap_paths(index_dir)
     shutil.rmtree(work, ignore_errors=True)
     _copy_tree(index_dir, work)
@@ -451,3 +420,16 @@ def _delete(index_dir: Path, dim: int, ids: Sequence[str],
         raise
     replace_dir(work, index_dir)
     return gone
+
+
+def training_index(corpus: Path, encoder: str, work_dir: Path,
+                   progress: Progress | None = None) -> Path:
+    """An index of the corpus's training split only (reused when already built): what report
+    evaluation and MLLM training examples retrieve from, so no test study is among the cases."""
+    records, _, _ = read_records(corpus, None)
+    splits = split_records(records)
+    index_dir = work_dir / f"{corpus.resolve().name}-train-{encoder.replace('/', '_')}"
+    build_index(corpus, index_dir, create_encoder(encoder), encoder, ("faiss",),
+                progress=progress,
+                subset=("split=train", lambda rec: splits.get(rec.id, "train") == "train"))
+    return index_dir

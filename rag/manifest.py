@@ -23,6 +23,7 @@ import os
 import shutil
 import socket
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,8 @@ log = logging.getLogger(__name__)
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 STORE = "records.sqlite"
+# (backend name, what its index's describe() wrote) -> the files it cannot answer without
+NeededFiles = Callable[[str, dict[str, Any]], list[str]]
 
 
 class ManifestError(RuntimeError):
@@ -51,9 +54,10 @@ def write_manifest(folder: Path, data: dict[str, Any]) -> None:
     os.replace(tmp, folder / MANIFEST)
 
 
-def read_manifest(folder: Path) -> dict[str, Any]:
+def read_manifest(folder: Path, needed_files: NeededFiles | None = None) -> dict[str, Any]:
     """The index's manifest, after checking that the files it lists are on disk (an index
-    missing a piece must fail, not answer with fewer hits). An index that a crash left
+    missing a piece must fail, not answer with fewer hits): the record store, and with
+    `needed_files` each vector index's files (see missing_files). An index that a crash left
     half-swapped is put back first (recover_swap, below)."""
     folder = Path(folder)
     path = folder / MANIFEST
@@ -73,7 +77,7 @@ def read_manifest(folder: Path) -> dict[str, Any]:
     if data.get("version") != FORMAT_VERSION:
         raise ManifestError(f"index {folder} has format version {data.get('version')}, this "
                             f"caselens reads version {FORMAT_VERSION}: rebuild the index")
-    missing = missing_files(data, folder)
+    missing = missing_files(data, folder, needed_files)
     if missing:
         raise ManifestError(
             f"index {folder} is incomplete: {', '.join(missing)} missing; rebuild it with "
@@ -96,14 +100,15 @@ def _recover(folder: Path) -> None:
                         f"`python cli.py index <corpus> --index {folder}`)")
 
 
-def missing_files(manifest: dict[str, Any], folder: Path) -> list[str]:
-    """What the manifest says the index holds but is not on disk: the record store and each
-    backend's files (VectorIndex.needed_files), relative to `folder`. Stat calls only."""
-    from indexers.base import needed_files
-
+def missing_files(manifest: dict[str, Any], folder: Path,
+                  needed_files: NeededFiles | None = None) -> list[str]:
+    """What the manifest says the index holds but is not on disk, relative to `folder`: the
+    record store, and with `needed_files` each backend's files. The caller passes
+    indexers.base.needed_files: the backends sit above this module, which cannot import them.
+    Stat calls only."""
     wanted = [STORE]
     described = manifest.get("indexes") or {}
-    for backend in manifest.get("backends", []):
+    for backend in manifest.get("backends", []) if needed_files is not None else []:
         wanted += needed_files(backend, described.get(backend) or {})
     missing: list[str] = []
     for name in wanted:

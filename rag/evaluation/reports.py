@@ -20,9 +20,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from corpora.reading import read_records
+from corpora.splits import split_records
 from generator.base import GeneratorCrashed
 from generator.evidence import report_sections, report_sources
-from rag.building import read_records
+from rag.building import training_index
 from rag.types import Record, Report
 
 log = logging.getLogger(__name__)
@@ -42,14 +44,6 @@ def reference_text(record: Record) -> str:
     return " ".join(sections[name] for name in ("findings", "impression") if name in sections)
 
 
-def split_records(records: list[Record]) -> dict[str, str]:
-    """Record id -> train / val / test, by patient / case group (rag.training.encoder's split)."""
-    from rag.training.encoder import TrainConfig, group_of, split_of
-
-    cfg = TrainConfig()
-    return {rec.id: split_of(group_of(rec), cfg) for rec in records}
-
-
 def eval_items(records: list[Record], split: str, lang: str, limit: int | None) -> list[Item]:
     """The images of `split` whose study has a report in `lang`, in a stable order."""
     splits = split_records(records)
@@ -61,21 +55,6 @@ def eval_items(records: list[Record], split: str, lang: str, limit: int | None) 
              if rec.kind == "image" and rec.study in reports
              and (split == "all" or splits[rec.id] == split)]
     return items[:limit] if limit else items
-
-
-def training_index(corpus: Path, encoder: str, work_dir: Path,
-                   progress: Callable[[int, int | None], None] | None = None) -> Path:
-    """An index of the corpus's training split only (reused when already built)."""
-    from rag.building import build_index
-    from rag.encoders.base import create_encoder
-
-    records, _, _ = read_records(corpus, None)
-    splits = split_records(records)
-    index_dir = work_dir / f"{corpus.resolve().name}-train-{encoder.replace('/', '_')}"
-    build_index(corpus, index_dir, create_encoder(encoder), encoder, ("faiss",),
-                progress=progress,
-                subset=("split=train", lambda rec: splits.get(rec.id, "train") == "train"))
-    return index_dir
 
 
 def _oracle(hits, lang: str, reference: str, tokens) -> str:

@@ -22,11 +22,13 @@ import numpy as np
 import torch
 from torch import nn
 
+from corpora.reading import read_records
+from corpora.splits import TEST_FRACTION, VAL_FRACTION, group_of, split_of
 from rag.manifest import file_sha256
-from rag.building import read_records
 from rag.encoders.domain_probe import probe_path, train_probe
-from rag.encoders.base import (TAIL_PREFIX, TAIL_STAGES, ProjectionHeads, TowersEncoder, load_config,
-                         normalize, split_heads_state)
+from rag.encoders.base import load_config, normalize
+from rag.encoders.towers import (TAIL_PREFIX, TAIL_STAGES, ProjectionHeads, TowersEncoder,
+                                 split_heads_state)
 from rag.images import ImageError, load_image
 from rag.training.plots import plot_curves
 from rag.types import Record
@@ -62,8 +64,8 @@ class TrainConfig:
     lr: float = 1e-3
     weight_decay: float = 0.5
     seed: int = 0
-    val_fraction: float = 0.1
-    test_fraction: float = 0.15
+    val_fraction: float = VAL_FRACTION  # of the patients / cases (corpora.splits)
+    test_fraction: float = TEST_FRACTION
     ks: tuple[int, ...] = (1, 5, 10)
     bilingual_weight: float = 3.0  # weight of the zh <-> en report loss (0: image-text only)
     init: str | None = None  # heads checkpoint to start from (fine-tuning)
@@ -85,18 +87,6 @@ class TrainResult:
     bilingual_trained: dict[str, float] = field(default_factory=dict)
 
 
-def split_of(group: str, cfg: TrainConfig) -> str:
-    bucket = int(hashlib.sha1(group.encode("utf-8")).hexdigest()[:8], 16) % 1000 / 1000
-    if bucket < cfg.test_fraction:
-        return "test"
-    return "val" if bucket < cfg.test_fraction + cfg.val_fraction else "train"
-
-
-def group_of(rec: Record) -> str:
-    """The unit of the train / val / test split of a record: its patient or case group."""
-    return f"{rec.source}:{rec.meta.get('split_group') or rec.study}"
-
-
 def collect_pairs(corpus_dirs: Sequence[Path], cfg: TrainConfig) -> tuple[list[Pair], list[str]]:
     """Image records paired with every text of their study (reports in each language and
     the image's own caption)."""
@@ -115,8 +105,9 @@ def collect_pairs(corpus_dirs: Sequence[Path], cfg: TrainConfig) -> tuple[list[P
             texts += [rec.text] if rec.text.strip() else []
             if texts:
                 group = group_of(rec)
-                pairs.append(Pair(rec.image_path(), texts, group, rec.source,
-                                  split_of(group, cfg), rec.domain or ""))
+                split = split_of(group, cfg.val_fraction, cfg.test_fraction)
+                pairs.append(Pair(rec.image_path(), texts, group, rec.source, split,
+                                  rec.domain or ""))
     return pairs, formats
 
 
@@ -134,7 +125,7 @@ def collect_text_pairs(corpus_dirs: Sequence[Path], cfg: TrainConfig) -> list[Te
             if "zh" in langs and "en" in langs:
                 group = f"{source}:{langs['zh'].meta.get('split_group') or study}"
                 pairs.append(TextPair(langs["zh"].text, langs["en"].text, group, source,
-                                      split_of(group, cfg)))
+                                      split_of(group, cfg.val_fraction, cfg.test_fraction)))
     return pairs
 
 
@@ -309,7 +300,7 @@ def train_heads(config_name: str, corpus_dirs: Sequence[Path], out: Path, run_di
     from open_clip.loss import ClipLoss
 
     config, config_dir = load_config(config_name)
-    encoder = TowersEncoder({**config, "heads": None}, config_dir)
+    encoder = TowersEncoder(config.without_heads(), config_dir)
     pairs, formats = collect_pairs(corpus_dirs, cfg)
     if not pairs:
         raise ValueError("no image-report pairs found in the given corpora")
@@ -325,9 +316,8 @@ def train_heads(config_name: str, corpus_dirs: Sequence[Path], out: Path, run_di
         texts_of[int(pair_index)].append(row)
     random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)
-    heads = ProjectionHeads(images.shape[1], texts.shape[1], int(config["dim"]),
-                            int(config.get("hidden", 512)), float(config.get("dropout", 0.0)),
-                            int(config.get("lexical_buckets", 0)))
+    heads = ProjectionHeads(images.shape[1], texts.shape[1], config.dim, config.hidden,
+                            config.dropout, config.lexical_buckets)
     raw = [text for pair in pairs for text in pair.texts]  # the rows of `texts`, in order
     bilingual = _Bilingual(encoder, corpus_dirs, cfg, run_dir / "cache")
     result = TrainResult(out, counts={"pairs": len(pairs), "train": len(train_idx),
@@ -349,7 +339,7 @@ def train_heads(config_name: str, corpus_dirs: Sequence[Path], out: Path, run_di
     best, best_state = -1.0, None
     run_dir.mkdir(parents=True, exist_ok=True)
     log_path, checkpoint = run_dir / "train_log.jsonl", run_dir / "checkpoint.pt"
-    run_key = hashlib.sha256(json.dumps([config, cfg.__dict__ | {"ks": list(cfg.ks)},
+    run_key = hashlib.sha256(json.dumps([config.source, cfg.__dict__ | {"ks": list(cfg.ks)},
                                          [str(p.image) for p in pairs], len(bilingual.pairs)],
                                         default=str).encode()).hexdigest()
     first = 1

@@ -279,7 +279,7 @@ def _ship(model, variant: dict, cfg: MLLMTrainConfig, examples: list, state: dic
                                            "file": spec.get("file")},
         "data": {"corpora": cfg.corpora, "examples": len(examples), "counts": dict(counts),
                  "examples_sha256": file_sha256(run_dir / "examples.jsonl"),
-                 "split": "training split of each corpus (rag.training.encoder.split_of); own study "
+                 "split": "training split of each corpus (corpora.splits.split_of); own study "
                           "and patient group never among the cases"},
         "training": {"config": asdict(cfg), "steps": state["step"], "stage": state["stage"],
                      "seconds": round(state["seconds"], 1), "stopped_at_time_limit": stopped_early,

@@ -86,9 +86,9 @@ def build_examples(corpus: str | Path, per_corpus: int = 200, cases: int = 2, ca
     from generator.evidence import number_cases
     from generator.prompts import clip_text
     from rag import pipeline
-    from rag.building import read_records
-    from rag.evaluation.reports import split_records, training_index
-    from rag.training.encoder import group_of
+    from corpora.reading import read_records
+    from corpora.splits import group_of, split_records
+    from rag.building import training_index
 
     corpus = Path(corpus)
     records, _, _ = read_records(corpus, None)

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from corpora.base import CorpusError
+from corpora.inspect import inspect_corpus
 from rag import pipeline
 from tests.fixtures import image_files, layouts
 from tests.fixtures.damage import append, spoil, truncate
@@ -28,7 +29,7 @@ LEAK = re.compile(r"Traceback|File \"|\b\w*(Error|Exception)\b")
 
 def inspect(root, fmt=None) -> tuple[Counter, list[tuple[str, str]]]:
     """Record counts by kind and the problems, as `corpus inspect` finds them (nothing built)."""
-    report = pipeline.inspect_corpus(root, fmt)
+    report = inspect_corpus(root, fmt)
     return (Counter(report["counts"]["kind"]),
             [(p["path"], p["reason"]) for p in report["problems"]])
 
@@ -321,7 +322,7 @@ def unknown_layout(tmp_path):
 def test_a_corpus_that_cannot_be_read_says_what_to_do(tmp_path, make, says):
     root = make(tmp_path)
     with pytest.raises(CorpusError, match=re.compile(says, re.DOTALL)):
-        pipeline.inspect_corpus(root)
+        inspect_corpus(root)
     with pytest.raises(CorpusError, match=re.compile(says, re.DOTALL)):
         pipeline.index(root, tmp_path / "index", encoder="tiny")
     assert not (tmp_path / "index").exists()
@@ -330,4 +331,4 @@ def test_a_corpus_that_cannot_be_read_says_what_to_do(tmp_path, make, says):
 def test_an_empty_folder_says_what_to_do(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(CorpusError, match=r"is empty.*\b(put|copy|add|check)\b"):
-        pipeline.inspect_corpus(tmp_path / "empty")
+        inspect_corpus(tmp_path / "empty")

@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 
 from cli import app
 from corpora.base import open_corpus
+from corpora.inspect import inspect_corpus
 from rag import pipeline
 from tests.fixtures import image_files, layouts, small_corpora
 from tests.fixtures.image_files import png_bomb
@@ -26,7 +27,7 @@ SECRET = "root:x:0:0 the-secret-content"
 
 
 def problems_of(root: Path, follow: bool = False) -> tuple[dict, dict[str, str]]:
-    report = pipeline.inspect_corpus(root, follow_symlinks=follow)
+    report = inspect_corpus(root, follow_symlinks=follow)
     return report, {p["path"]: p["reason"] for p in report["problems"]}
 
 

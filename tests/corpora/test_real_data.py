@@ -6,7 +6,7 @@ import pytest
 
 from corpora.base import open_corpus
 from corpora.demo import build_demo, demo_image
-from rag.building import iter_records
+from corpora.reading import iter_records
 from rag.images import load_image
 from tests.fixtures.shared_data import shared_subdir
 

@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 from cli import app
 from rag import manifest
 from rag import pipeline
+from indexers.base import needed_files
 from rag.building import build_index
 from rag.encoders.base import create_encoder
 from rag.manifest import IndexBusy, IndexLock, ManifestError, read_manifest, swap_paths
@@ -203,7 +204,9 @@ def test_an_index_missing_a_piece_is_refused_with_what_to_do(index, piece):
     _, index_dir = index
     path = index_dir / piece
     shutil.rmtree(path) if path.is_dir() else path.unlink()
-    for opening in (read_manifest, lambda folder: pipeline.open_session(folder)):
+    openings = (lambda folder: read_manifest(folder, needed_files), pipeline.open_session,
+                lambda folder: pipeline.delete(folder, ids=("x",)))
+    for opening in openings:
         with pytest.raises(ManifestError, match=rf"incomplete: ({piece}|{piece}/) missing; rebuild.*--rebuild"):
             opening(index_dir)
 

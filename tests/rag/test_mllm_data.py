@@ -2,9 +2,9 @@
 cases, both report languages, a share with a random study's cases, a stable JSONL round trip."""
 import pytest
 
-from rag.building import read_records
+from corpora.reading import read_records
+from corpora.splits import split_records
 from rag.training.mllm_data import build_examples, load_examples, save_examples
-from rag.evaluation.reports import split_records
 from tests.fixtures.tiny_corpus import make_corpus
 
 

@@ -6,8 +6,9 @@ import pytest
 from typer.testing import CliRunner
 
 from cli import app
-from rag.building import read_records
-from rag.evaluation.reports import eval_items, split_records
+from corpora.reading import read_records
+from corpora.splits import split_records
+from rag.evaluation.reports import eval_items
 from rag.store import RecordStore
 from tests.fixtures.tiny_corpus import make_corpus
 
