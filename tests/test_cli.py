@@ -4,7 +4,7 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from cli import app
+from cli import BUG, app
 from tests.fixtures import image_files as fixtures
 from tests.fixtures.tiny_corpus import make_corpus
 
@@ -56,15 +56,46 @@ def test_ask_json_sentences_cite_records(index_dir):
 
 @pytest.mark.parametrize("args, message", [
     (["ask", "--image", "nope.png"], "image not found"),
-    (["ask", "--lang", "fr", "--text", "x"], "--lang must be en or zh"),
+    (["ask", "--lang", "fr", "--text", "x"], "unknown language 'fr' (lang): use en or zh"),
     (["search"], "give an image"),
-    (["search", "--text", "x", "--to", "videos"], "--to must be"),
-    (["search", "--text", "x", "--k", "many"], "--k must be"),
+    (["search", "--text", "x", "--to", "videos"],
+     "unknown kind 'videos'; give reports, images, guidelines or qa"),
+    (["search", "--text", "x", "--k", "many"], "k must be a number or 'auto', not 'many'"),
+    (["ask", "--text", "x", "--generator", "gpt"], "unknown generator 'gpt'"),
 ])
 def test_bad_options_get_one_sentence_and_exit_1(args, message, index_dir):
     idx, _ = index_dir
     result = runner.invoke(app, [*args, "--index", str(idx)])
     assert result.exit_code == 1 and message in result.stderr
+    assert "Traceback" not in result.stderr and BUG not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1  # one sentence
+
+
+def test_an_internal_error_shows_its_traceback_and_says_it_is_a_bug(index_dir, monkeypatch):
+    from rag import pipeline
+
+    def broken(session, query):
+        raise ValueError("an internal mistake, not the user's")
+
+    monkeypatch.setattr(pipeline, "search", broken)
+    idx, _ = index_dir
+    result = runner.invoke(app, ["search", "--text", "effusion", "--index", str(idx)])
+    assert result.exit_code == 1
+    assert "Traceback (most recent call last)" in result.stderr
+    assert "ValueError: an internal mistake, not the user's" in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == BUG
+
+
+def test_the_train_mllm_defaults_are_the_library_s(monkeypatch, tmp_path):
+    import rag.training.mllm as training
+
+    seen = {}
+    monkeypatch.setattr(training, "train_mllm",
+                        lambda cfg, *args, **kwargs: seen.setdefault("cfg", cfg) and {})
+    result = runner.invoke(app, ["train", "mllm", str(tmp_path), "--out", str(tmp_path / "o")])
+    assert result.exit_code == 0, result.output
+    expected = training.MLLMTrainConfig(corpora=[str(tmp_path)])
+    assert seen["cfg"] == expected
 
 
 def test_bad_image_missing_index_and_bad_corpus(index_dir, tmp_path):

@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from pathlib import Path
 
-from generator.base import Generator, register_generator
+from generator.base import (Generator, GeneratorOptions, ModelNotFound, ModelUnusable,
+                            register_generator)
 from generator.composer import phrases
 from generator.evidence import number_cases, read_report
 from generator.llm import finish_report
@@ -34,7 +34,7 @@ def weights_dir(model: str | Path) -> Path:
     folder = Path(model) if Path(model).is_dir() else WEIGHTS_DIR / str(model)
     if not (folder / "manifest.json").is_file():
         shipped = ", ".join(sorted(p.name for p in WEIGHTS_DIR.glob("*/manifest.json")))
-        raise FileNotFoundError(
+        raise ModelNotFound(
             f"no trained MLLM weights in {folder} (manifest.json missing): give --mllm with a "
             f"shipped variant ({shipped or 'none shipped'}) or a `train mllm --out` folder, or "
             f"train them: python cli.py train mllm ../shared/data/cov-ctr --variant {model}")
@@ -43,9 +43,15 @@ def weights_dir(model: str | Path) -> Path:
 
 @register_generator("mllm")
 class MLLMGenerator(Generator):
+    @classmethod
+    def keywords(cls, options: GeneratorOptions) -> dict:
+        return {"model": options.mllm, "max_tokens": options.max_tokens,
+                "max_seconds": options.max_seconds, "threads": options.env.threads}
+
     def __init__(self, model: str | Path | None = None, max_tokens: int = 256,
                  max_seconds: float = 90.0, threads: int | None = None, support=None,
                  isolate: bool = True, **_):
+        """`threads`: torch threads of the model (CASELENS_THREADS; None: torch's choice)."""
         super().__init__(support)
         self.model = model or DEFAULT_VARIANT
         self.max_tokens = max_tokens
@@ -75,15 +81,15 @@ class MLLMGenerator(Generator):
             folder = weights_dir(self.model)
             manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
             variant = manifest["variant"]  # the config it was trained with
-            if self.threads or os.environ.get("CASELENS_THREADS"):
-                torch.set_num_threads(int(self.threads or os.environ["CASELENS_THREADS"]))
+            if self.threads:
+                torch.set_num_threads(int(self.threads))
             adapter = folder / "adapter" if (folder / "adapter").is_dir() else None
             model = build_model(variant, adapter, trainable=False,
                                 projector=folder / "projector.pt")
             expected = (manifest.get("base_model") or {}).get("sha256")
             pinned = model_specs().get(variant.get("llm", ""), {}).get("sha256")
             if expected and pinned and expected != pinned and not variant.get("llm_path"):
-                raise ValueError(f"the weights in {folder} were trained on a base model with "
+                raise ModelUnusable(f"the weights in {folder} were trained on a base model with "
                                  f"sha256 {expected[:16]}..., not the packaged {pinned[:16]}...: "
                                  "retrain them with `python cli.py train mllm`")
             model.eval()

@@ -18,19 +18,28 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
+from generator.base import ModelNotFound
+from rag.types import InputError
+
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class MLLMTrainConfig:
+    """A training run's settings; its defaults are `train mllm`'s (the shipped weights were
+    trained with them, `--steps-lora 640` apart). torch is imported only by the training
+    functions, so the CLI reads these defaults without loading it."""
+
     variant: str = "qwen0.5b-pool"
-    per_corpus: int = 200
+    per_corpus: int = 150  # training images per corpus
     shuffle_share: float = 0.2
-    steps_projector: int = 100  # stage 2a
-    steps_lora: int = 300  # stage 2b
+    steps_projector: int = 60  # stage 2a
+    steps_lora: int = 360  # stage 2b
     lr_projector: float = 1e-3
     lr_lora: float = 5e-4
     accumulate: int = 2
@@ -101,6 +110,8 @@ class _Features:
 
 
 def _save_checkpoint(model, optimizer, state: dict, run_dir: Path) -> None:
+    import torch
+
     work, final = run_dir / "checkpoint.partial", run_dir / "checkpoint"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
@@ -118,6 +129,8 @@ def _save_checkpoint(model, optimizer, state: dict, run_dir: Path) -> None:
 
 
 def _optimizer(model, stage: str, cfg: MLLMTrainConfig) -> torch.optim.Optimizer:
+    import torch
+
     groups = [{"params": list(model.projector.parameters()), "lr": cfg.lr_projector}]
     if stage == "2b":
         lora = [p for n, p in model.llm.named_parameters() if p.requires_grad and "lora_" in n]
@@ -130,6 +143,8 @@ def train_mllm(cfg: MLLMTrainConfig, out: Path, run_dir: Path, resume: bool = Tr
                progress: Callable[[int, int | None], None] | None = None,
                stage_progress: Callable[[str], None] | None = None) -> dict:
     """Train the variant's projector (2a) and LoRA (2b); write OUT and return the summary."""
+    import torch
+
     from generator.mllm.model import add_lora, build_model, load_variant
 
     torch.manual_seed(cfg.seed)
@@ -144,7 +159,7 @@ def train_mllm(cfg: MLLMTrainConfig, out: Path, run_dir: Path, resume: bool = Tr
             shutil.rmtree(target) if target.is_dir() else target.unlink(missing_ok=True)
     examples = _examples(cfg, run_dir, progress)
     if len(examples) <= cfg.val_examples:
-        raise ValueError(f"only {len(examples)} training examples: give more corpora or "
+        raise InputError(f"only {len(examples)} training examples: give more corpora or "
                          "a larger --per-corpus")
     rng = random.Random(cfg.seed)
     order = list(range(len(examples)))
@@ -224,24 +239,26 @@ def init_weights(cfg: MLLMTrainConfig, variant: dict) -> Path:
     folder = Path(cfg.init)
     manifest_path = folder / "manifest.json"
     if not manifest_path.is_file() or not (folder / "projector.pt").is_file():
-        raise FileNotFoundError(f"--init {folder}: no trained MLLM weights there (it needs "
+        raise ModelNotFound(f"--init {folder}: no trained MLLM weights there (it needs "
                                 "manifest.json and projector.pt, as `train mllm --out` writes)")
     manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
     trained = manifest.get("variant", {})
     same = ("llm", "llm_path", "image_backbone", "image_size", "projector", "lora")
     differ = [key for key in same if trained.get(key) != variant.get(key)]
     if differ:
-        raise ValueError(f"--init {folder} was trained as variant {trained.get('name')!r}, "
+        raise InputError(f"--init {folder} was trained as variant {trained.get('name')!r}, "
                          f"which differs from {variant['name']!r} in {', '.join(differ)}: "
                          f"give --variant {trained.get('name')} or train from scratch")
     return folder
 
 
-@torch.no_grad()
 def _val_loss(model, val: Sequence[int], example_loss) -> float:
+    import torch
+
     was = model.llm.training
     model.llm.eval()
-    losses = [example_loss(i).item() for i in val]
+    with torch.no_grad():
+        losses = [example_loss(i).item() for i in val]
     model.llm.train(was)
     return sum(losses) / max(len(losses), 1)
 
@@ -251,6 +268,8 @@ def _ship(model, variant: dict, cfg: MLLMTrainConfig, examples: list, state: dic
     """Projector (float16) + adapter + manifest into OUT (replacing what was there), and the
     loss plot into RUN_DIR."""
     from collections import Counter
+
+    import torch
 
     from generator.gguf import model_specs
     from rag.manifest import file_sha256

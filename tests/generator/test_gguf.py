@@ -111,6 +111,7 @@ def test_an_unknown_model_name_is_refused(tiny):
 def test_models_dir_follows_the_environment(monkeypatch, tmp_path):
     monkeypatch.setenv("CASELENS_MODELS", str(tmp_path))
     assert gguf.models_dir() == tmp_path
+    assert gguf.models_dir(tmp_path / "given") == tmp_path / "given"  # a given folder wins
     monkeypatch.delenv("CASELENS_MODELS")
     assert gguf.models_dir() == Path.home() / ".cache" / "caselens" / "models"
 

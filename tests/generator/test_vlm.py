@@ -170,9 +170,18 @@ def test_no_model_named_says_how_to_point_at_one():
         VisionLanguageGenerator()
 
 
-def test_model_from_the_environment(models, monkeypatch):
+def test_model_from_the_environment_unless_a_path_is_given(models, monkeypatch):
+    from generator.base import GeneratorOptions, generator_keywords
+    from rag.settings import Settings
+
     monkeypatch.setenv("CASELENS_VLM", models["llava"])
-    assert VisionLanguageGenerator().model == models["llava"]
+    monkeypatch.setenv("CASELENS_ALLOW_DOWNLOAD", "1")
+    from_env = GeneratorOptions(settings=Settings.from_env())
+    generator = VisionLanguageGenerator(**generator_keywords("vlm", from_env))
+    assert generator.model == models["llava"] and generator.allow_download
+    given = GeneratorOptions(vlm_path=models["qwen2-vl"], settings=Settings.from_env())
+    assert VisionLanguageGenerator(**generator_keywords("vlm", given)).model == models["qwen2-vl"]
+    assert not VisionLanguageGenerator(models["llava"]).allow_download  # no environment read
 
 
 @pytest.mark.parametrize("model, message", [
