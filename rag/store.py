@@ -12,7 +12,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from rag.text.words import has_cjk, words
-from rag.types import Record
+from rag.types import InputError, Record
 
 _COLUMNS = ("id", "kind", "modality", "body_part", "domain", "lang", "text", "image", "study",
             "source", "license", "meta", "root")
@@ -138,7 +138,7 @@ class RecordStore:
             elif _META_KEY.match(name):
                 column = f"json_extract(meta, '$.{name[5:]}')"
             else:
-                raise ValueError(f"cannot filter on {name!r}; filters: {', '.join(FILTER_FIELDS)} "
+                raise InputError(f"cannot filter on {name!r}; filters: {', '.join(FILTER_FIELDS)} "
                                  "or meta.<key>")
             values = [value] if isinstance(value, str) else list(value)
             sql += f" AND {column} IN ({','.join('?' * len(values))})"

@@ -103,14 +103,14 @@ class Query:
 
     def __post_init__(self) -> None:
         if not self.image and not (self.text and self.text.strip()):
-            raise ValueError("a query needs an image or a text")
+            raise InputError("a query needs an image or a text")
         bad = [kind for kind in self.to if kind not in KINDS]
         if bad:
-            raise ValueError(f"unknown kind(s) {bad}: choose from {', '.join(KINDS)}")
+            raise InputError(f"unknown kind(s) {bad}: choose from {', '.join(KINDS)}")
         if self.k != "auto" and (not isinstance(self.k, int) or self.k < 1):
-            raise ValueError(f"k must be a positive number or 'auto', not {self.k!r}")
+            raise InputError(f"k must be a positive number or 'auto', not {self.k!r}")
         if not 0.0 <= self.diversity < 1.0:
-            raise ValueError(f"diversity must be in [0, 1), not {self.diversity!r}")
+            raise InputError(f"diversity must be in [0, 1), not {self.diversity!r}")
 
 
 @dataclass

@@ -19,6 +19,7 @@ import torch
 from PIL import Image
 from torch import nn
 
+from generator.base import ModelNotFound
 from generator.loops import LOOP, LoopStop, cut_loop, last_whole_sentence, loop_period
 
 log = logging.getLogger(__name__)
@@ -71,7 +72,7 @@ def load_llm(variant: dict[str, Any], dtype: torch.dtype = torch.float32):
     if path is None:
         path = packaged_gguf(variant["llm"])
     if not path.exists():
-        raise FileNotFoundError(f"no LLM at {path}: give a GGUF file or a transformers folder")
+        raise ModelNotFound(f"no LLM at {path}: give a GGUF file or a transformers folder")
     started = time.perf_counter()
     converted = _converted(path) if path.is_file() else path
     if converted is not None:

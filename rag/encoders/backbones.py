@@ -19,6 +19,7 @@ from torch import nn
 
 from rag.manifest import file_sha256
 from rag.registry import registrar
+from rag.types import InputError
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +116,7 @@ class ImageBackbone:
             raise BackboneError("this image backbone cannot unfreeze its last stages (those "
                                 "that can: efficientnet-lite0, tiny-cnn)")
         if not 1 <= tail_stages < len(self.stages):
-            raise ValueError(f"--unfreeze must be 1 to {len(self.stages) - 1} for this "
+            raise InputError(f"--unfreeze must be 1 to {len(self.stages) - 1} for this "
                              f"backbone (it has {len(self.stages)} stages), not {tail_stages}")
         cut = len(self.stages) - tail_stages
         return nn.Sequential(*self.stages[:cut]), PooledTail(self.stages[cut:])

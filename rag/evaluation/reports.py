@@ -25,7 +25,7 @@ from corpora.splits import split_records
 from generator.base import GeneratorCrashed
 from generator.evidence import report_sections, report_sources
 from rag.building import training_index
-from rag.types import Record, Report
+from rag.types import InputError, Record, Report
 
 log = logging.getLogger(__name__)
 
@@ -96,15 +96,15 @@ def evaluate_reports(corpus: str | Path, split: str = "test", lang: str = "en",
     from rag.evaluation.metrics import tokens as tokenize
 
     if split not in SPLITS:
-        raise ValueError(f"split must be one of {', '.join(SPLITS)}, not {split!r}")
+        raise InputError(f"split must be one of {', '.join(SPLITS)}, not {split!r}")
     if split == "all" and index_dir is None:
-        raise ValueError("--split all evaluates a corpus kept apart from an index: give --index DIR")
+        raise InputError("--split all evaluates a corpus kept apart from an index: give --index DIR")
     corpus = Path(corpus)
     records, _, formats = read_records(corpus, None)
     every = eval_items(records, split, lang, None)
     items = every[:limit] if limit else every
     if not items:
-        raise ValueError(f"no image of the {split!r} split of {corpus} has a {lang!r} report")
+        raise InputError(f"no image of the {split!r} split of {corpus} has a {lang!r} report")
     index_dir = Path(index_dir) if index_dir else training_index(corpus, encoder, Path(work_dir))
     session = pipeline.open_session(index_dir, check_support=False)
     writers = {name: pipeline.make_generator(name, session.encoder.low_confidence, True,
@@ -200,7 +200,7 @@ def _other_studies(items: list[Item], every: list[Item], rng: random.Random) -> 
     for item in items:
         others = [j for j, other in enumerate(every) if other.image.study != item.image.study]
         if not others:
-            raise ValueError("cannot shuffle the cases: the split holds one study only")
+            raise InputError("cannot shuffle the cases: the split holds one study only")
         picks.append(rng.choice(others))
     return picks
 

@@ -28,6 +28,7 @@ import numpy as np
 from rag.encoders.domain_probe import DomainProbe, is_class
 from rag.encoders.base import Encoder, TowersEncoder, create_encoder, load_config
 from rag.images import ImageError, load_image
+from rag.types import InputError
 from rag.training.encoder import Pair, TextPair, TrainConfig, collect_pairs, collect_text_pairs
 
 log = logging.getLogger(__name__)
@@ -218,7 +219,7 @@ def _build_encoders(name: str, compare_untrained: bool) -> list[Encoder]:
     if not compare_untrained:
         return [encoder]
     if not isinstance(encoder, TowersEncoder):
-        raise ValueError(f"encoder {name!r} has no projection heads to leave untrained; the "
+        raise InputError(f"encoder {name!r} has no projection heads to leave untrained; the "
                          "untrained comparison needs a towers encoder config")
     config, config_dir = load_config(name)
     return [encoder, TowersEncoder({**config, "heads": None}, config_dir)]
@@ -265,14 +266,14 @@ def evaluate_retrieval(corpus_dirs: Sequence[Path], split: str = "test",
     JSON-ready dict (see the module docstring for what is ranked and how)."""
     started = time.perf_counter()
     if split not in SPLITS:
-        raise ValueError(f"split must be one of {', '.join(SPLITS)}, not {split!r}")
+        raise InputError(f"split must be one of {', '.join(SPLITS)}, not {split!r}")
     cfg = TrainConfig()
     pairs, formats = collect_pairs(corpus_dirs, cfg)
     pairs = _in_split(pairs, split)
     text_pairs = _in_split(collect_text_pairs(corpus_dirs, cfg), split)
     corpora = [str(c) for c in corpus_dirs]
     if not pairs and not text_pairs:
-        raise ValueError(f"no image-report or zh-en report pairs in the {split!r} split of "
+        raise InputError(f"no image-report or zh-en report pairs in the {split!r} split of "
                          f"{', '.join(corpora)}: use --split all to evaluate every pair (an "
                          "external test set), or give corpora whose images have reports")
     encoders = _build_encoders(encoder, compare_untrained)

@@ -31,6 +31,7 @@ from rag.encoders.towers import (TAIL_PREFIX, TAIL_STAGES, ProjectionHeads, Towe
                                  split_heads_state)
 from rag.images import ImageError, load_image
 from rag.training.plots import plot_curves
+from rag.types import InputError
 from rag.types import Record
 
 log = logging.getLogger(__name__)
@@ -249,7 +250,7 @@ def cache_maps(encoder: TowersEncoder, trunk: nn.Module, stages: int, pairs: lis
         if progress:
             progress(min(start + batch, len(pairs)), len(pairs))
     if maps is None:
-        raise ValueError("no readable image to fine-tune the image backbone on")
+        raise InputError("no readable image to fine-tune the image backbone on")
     maps.flush()
     del maps
     temp.replace(path)
@@ -288,7 +289,7 @@ def share_of_groups(rows: np.ndarray, groups: Sequence[str], fraction: float,
     """The rows of a seeded `fraction` of their groups (whole patients / cases, so a smaller
     training set is still split the same way), at least one group."""
     if not 0.0 < fraction <= 1.0:
-        raise ValueError(f"the training fraction must be in (0, 1], not {fraction}")
+        raise InputError(f"the training fraction must be in (0, 1], not {fraction}")
     names = sorted({groups[i] for i in rows})
     random.Random(seed).shuffle(names)
     keep = set(names[:max(1, round(fraction * len(names)))])
@@ -303,7 +304,7 @@ def train_heads(config_name: str, corpus_dirs: Sequence[Path], out: Path, run_di
     encoder = TowersEncoder(config.without_heads(), config_dir)
     pairs, formats = collect_pairs(corpus_dirs, cfg)
     if not pairs:
-        raise ValueError("no image-report pairs found in the given corpora")
+        raise InputError("no image-report pairs found in the given corpora")
     images, texts, owner, ok = cache_features(encoder, pairs, run_dir / "cache", progress)
     split = np.asarray([p.split for p in pairs])
     train_idx, val_idx, test_idx = (np.flatnonzero((split == s) & ok)
@@ -435,18 +436,18 @@ def _load_init(heads: ProjectionHeads, path: Path, tail: _ImageTail | None = Non
     same --unfreeze: they read what those stages make. Heads of the frozen backbone can start
     any --unfreeze (the stages start from the backbone's own weights)."""
     if not path.exists():
-        raise FileNotFoundError(f"--init checkpoint not found: {path}")
+        raise InputError(f"--init checkpoint not found: {path}")
     state, stages, tail_state = split_heads_state(
         {k: v.float() for k, v in torch.load(path, map_location="cpu", weights_only=True).items()})
     if stages and stages != (tail.stages if tail is not None else 0):
-        raise ValueError(f"{path} was trained with --unfreeze {stages}: fine-tune it with the "
+        raise InputError(f"{path} was trained with --unfreeze {stages}: fine-tune it with the "
                          f"same --unfreeze {stages}")
     if tail is not None and stages:
         tail.tail.load_state_dict(tail_state)
     own = heads.state_dict()
     wrong = [k for k, v in state.items() if k in own and own[k].shape != v.shape]
     if wrong:
-        raise ValueError(f"{path} does not fit this encoder config: {', '.join(wrong)} differ "
+        raise InputError(f"{path} does not fit this encoder config: {', '.join(wrong)} differ "
                          "in shape (trained for another backbone or dim?)")
     missing, _ = heads.load_state_dict(state, strict=False)
     if missing:

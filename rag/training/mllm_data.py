@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from generator.evidence import Case, attribute, report_sections, split_sentences
-from rag.types import Record, Report, Sentence
+from rag.types import InputError, Record, Report, Sentence
 
 HEADINGS = {"en": ("Findings:", "Impression:"), "zh": ("影像表现：", "诊断意见：")}
 
@@ -101,7 +101,7 @@ def build_examples(corpus: str | Path, per_corpus: int = 200, cases: int = 2, ca
     rng.shuffle(images)
     images = images[:per_corpus]
     if not images:
-        raise ValueError(f"{corpus} has no training image with an English or Chinese report")
+        raise InputError(f"{corpus} has no training image with an English or Chinese report")
     session = pipeline.open_session(training_index(corpus, encoder, Path(work_dir)),
                                     check_support=False)
     retrieved: list[tuple[Record, list]] = []
