@@ -1,7 +1,8 @@
-"""Name -> implementation tables filled by decorators, and the atomic folder swap every
-writer of a multi-file artefact (index, demo corpus) uses."""
+"""Name -> implementation tables filled by decorators, named JSON configs, and the atomic
+folder swap every writer of a multi-file artefact (index, demo corpus) uses."""
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from collections.abc import Callable
@@ -21,6 +22,19 @@ def registrar(table: dict[str, Any]) -> Callable[[str], Callable[[Any], Any]]:
         return wrap
 
     return register
+
+
+def named_config(name_or_path: str | Path, folder: Path,
+                 missing: Callable[[str], Exception]) -> tuple[dict[str, Any], Path]:
+    """(content, path) of a JSON config given by name (`folder`/<name>.json) or by a path to a
+    .json; `missing(known)` (the known names, comma-separated) is raised when there is none, so
+    each kind of config keeps its own error and advice."""
+    path = Path(name_or_path)
+    if path.suffix != ".json":
+        path = folder / f"{name_or_path}.json"
+    if not path.is_file():
+        raise missing(", ".join(sorted(p.stem for p in folder.glob("*.json"))))
+    return json.loads(path.read_text(encoding="utf-8")), path
 
 
 def replace_dir(work: Path, dest: Path) -> None:

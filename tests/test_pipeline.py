@@ -79,7 +79,7 @@ def test_failed_rebuild_keeps_the_old_index(built, tmp_path):
 
 
 def test_crashed_build_resumes_without_encoding_again(tmp_path, monkeypatch):
-    from rag.encoders.base import TowersEncoder
+    from rag.encoders.towers import TowersEncoder
 
     corpus = make_corpus(tmp_path / "corpus")  # 18 good images + 1 broken, batches of 8
     real = TowersEncoder.encode_images

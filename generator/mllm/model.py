@@ -8,7 +8,6 @@ parts (projector + adapter) live in generator/mllm/weights/<name>/ with their ma
 """
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Sequence
@@ -21,6 +20,7 @@ from torch import nn
 
 from generator.base import ModelNotFound
 from generator.loops import LOOP, LoopStop, cut_loop, last_whole_sentence, loop_period
+from rag.registry import named_config
 
 log = logging.getLogger(__name__)
 CONFIG_DIR = Path(__file__).parent / "configs"
@@ -32,14 +32,9 @@ IGNORE = -100  # label of a position the loss skips (prompt, image, padding)
 
 def load_variant(name_or_path: str | Path = DEFAULT_VARIANT) -> dict[str, Any]:
     """A variant config by name (generator/mllm/configs/) or path to a .json."""
-    path = Path(name_or_path)
-    if path.suffix != ".json":
-        path = CONFIG_DIR / f"{name_or_path}.json"
-    if not path.is_file():
-        known = ", ".join(sorted(p.stem for p in CONFIG_DIR.glob("*.json")))
-        raise ValueError(f"MLLM variant {name_or_path!r} not found; give one of {known} or a "
-                         "path to a variant .json")
-    variant = json.loads(path.read_text(encoding="utf-8"))
+    variant, path = named_config(name_or_path, CONFIG_DIR, lambda known: ValueError(
+        f"MLLM variant {name_or_path!r} not found; give one of {known} or a path to a "
+        "variant .json"))
     variant.setdefault("name", path.stem)
     return variant
 

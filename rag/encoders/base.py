@@ -1,35 +1,34 @@
 """Encoders: images and texts into one L2-normalised space.
 
 `create_encoder(name)` is the one public constructor. A name is a config under
-rag/encoders/model_configs/ ("default", "tiny") or a path to a config JSON. Configs are data: the
-type picks the implementation from ENCODERS.
+rag/encoders/model_configs/ ("default", "tiny") or a path to a config JSON. Configs are data
+(EncoderConfig, every default in it): the type picks the implementation from ENCODERS
+("towers": rag/encoders/towers.py, "open_clip": rag/encoders/open_clip.py).
 """
 from __future__ import annotations
 
-import hashlib
-import json
+import dataclasses
 import logging
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image
-from torch import nn
 
-from rag.encoders.backbones import IMAGE_BACKBONES, TEXT_BACKBONES
-from rag.encoders.domain_probe import DomainProbe, probe_path
-from rag.encoders.lexical_features import bags
-from rag.manifest import file_sha256
-from rag.registry import registrar
+from rag.encoders.domain_probe import DomainProbe
+from rag.registry import named_config, registrar
 
 log = logging.getLogger(__name__)
 
 CONFIG_DIR = Path(__file__).parent / "model_configs"
 ENCODERS: dict[str, type[Encoder]] = {}
 register_encoder = registrar(ENCODERS)
+# cosine below which retrieval is reported as unsure, when a config does not say
+LOW_CONFIDENCE = {"towers": 0.3, "open_clip": 0.2}
 
 
 class EncoderError(RuntimeError):
@@ -42,20 +41,91 @@ def normalize(vectors: np.ndarray) -> np.ndarray:
     return vectors / np.maximum(norms, 1e-12)
 
 
-TAIL_PREFIX = "image_tail."  # heads-file keys of fine-tuned image backbone stages
-TAIL_STAGES = "image_tail_stages"  # how many last stages they are (train encoder --unfreeze)
-
-
-def split_heads_state(state: dict[str, torch.Tensor]) -> tuple[dict, int, dict]:
-    """A heads file's state as (projection heads, unfrozen stage count (0: none), their
-    weights)."""
-    heads = {k: v for k, v in state.items() if not k.startswith(TAIL_PREFIX) and k != TAIL_STAGES}
-    tail = {k[len(TAIL_PREFIX):]: v for k, v in state.items() if k.startswith(TAIL_PREFIX)}
-    return heads, int(state[TAIL_STAGES]) if TAIL_STAGES in state else 0, tail
-
-
 def pick_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+@dataclass(frozen=True)
+class OpenClipSpec:
+    """Where an open_clip model comes from: "model" (an architecture name or
+    "hf-hub:org/name"), "pretrained" (a local weights file, an open_clip pretrained tag, or
+    null for random weights), "model_config" (an architecture JSON for architectures open_clip
+    lacks) and "allow_download" (false: hub ids resolve from the local cache only)."""
+    model: str | None = None
+    pretrained: str | None = None
+    model_config: str | None = None
+    allow_download: bool = False
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], where: str) -> OpenClipSpec:
+        _refuse_unknown(cls, data, where)
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class EncoderConfig:
+    """An encoder config JSON as typed data, with every default in one place.
+
+    "towers" uses name, image_backbone, text_backbone, dim, hidden, dropout, seed, image_size,
+    lexical_buckets, heads (a file relative to the config's folder, or null for seeded random
+    heads) and open_clip (the block of open_clip backbones); "open_clip" uses its own
+    OpenClipSpec keys at the top level. `source` is the JSON as read (run keys hash it)."""
+    name: str | None = None
+    type: str = "towers"
+    image_backbone: str | None = None
+    text_backbone: str | None = None
+    dim: int | None = None
+    hidden: int = 512
+    dropout: float = 0.0
+    seed: int = 0
+    image_size: int = 224
+    low_confidence: float | None = None  # None: LOW_CONFIDENCE of the type
+    lexical_buckets: int = 0
+    heads: str | None = None
+    open_clip: OpenClipSpec | None = None
+    model: str | None = None
+    pretrained: str | None = None
+    model_config: str | None = None
+    allow_download: bool = False
+    source: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    def __post_init__(self):
+        if self.low_confidence is None:
+            object.__setattr__(self, "low_confidence", LOW_CONFIDENCE.get(self.type, 0.3))
+        if self.name is None and self.type == "open_clip" and self.model:
+            object.__setattr__(self, "name", f"open_clip-{self.model}")
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], where: str = "encoder config") -> EncoderConfig:
+        """The config of a JSON object; EncoderError naming any key it does not know."""
+        _refuse_unknown(cls, data, where, ignore={"source"})
+        values = {k: v for k, v in data.items() if k != "source"}
+        for key, kind in (("dim", int), ("hidden", int), ("seed", int), ("image_size", int),
+                          ("lexical_buckets", int), ("dropout", float), ("low_confidence", float)):
+            if values.get(key) is not None:
+                values[key] = kind(values[key])
+        if values.get("open_clip") is not None:
+            values["open_clip"] = OpenClipSpec.from_dict(values["open_clip"],
+                                                         f"{where}: \"open_clip\" block")
+        return cls(**values, source=dict(data))
+
+    @property
+    def own_open_clip(self) -> OpenClipSpec:
+        """The open_clip model of an "open_clip"-type config (its top-level keys)."""
+        return OpenClipSpec(self.model, self.pretrained, self.model_config, self.allow_download)
+
+    def without_heads(self) -> EncoderConfig:
+        """The same config with seeded random heads: what training and untrained baselines
+        start from."""
+        return dataclasses.replace(self, heads=None, source=self.source)
+
+
+def _refuse_unknown(cls, data: dict[str, Any], where: str, ignore: set[str] = frozenset()):
+    known = {f.name for f in dataclasses.fields(cls)} - ignore
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise EncoderError(f"{where}: unknown key(s) {', '.join(map(repr, unknown))}; known: "
+                           f"{', '.join(sorted(known))}")
 
 
 class Encoder(ABC):
@@ -63,7 +133,7 @@ class Encoder(ABC):
 
     name: str
     dim: int
-    low_confidence: float = 0.3  # cosine below which retrieval is reported as unsure
+    low_confidence: float = LOW_CONFIDENCE["towers"]  # cosine below which retrieval is unsure
     domain_probe: DomainProbe | None = None  # names an image embedding's domain, when trained
 
     @property
@@ -80,140 +150,25 @@ class Encoder(ABC):
         """(N, dim) embeddings of texts (reports, guideline passages, questions)."""
 
 
-class ProjectionHeads(nn.Module):
-    """Two-layer projections from each backbone into the shared space, plus the learned
-    temperature of the symmetric InfoNCE loss (CLIP's logit_scale, initialised at 1/0.07).
-
-    With `lexical_buckets`, the text side also sums a trained vector per hashed term of the
-    text (rag/encoders/lexical_features.py), initialised at zero: the channel bilingual training uses
-    to carry radiology terms across languages."""
-
-    def __init__(self, image_in: int, text_in: int, dim: int, hidden: int, dropout: float = 0.0,
-                 lexical_buckets: int = 0):
-        super().__init__()
-        self.image = nn.Sequential(nn.LayerNorm(image_in), nn.Dropout(dropout),
-                                   nn.Linear(image_in, hidden), nn.GELU(), nn.Linear(hidden, dim))
-        self.text = nn.Sequential(nn.LayerNorm(text_in), nn.Dropout(dropout),
-                                  nn.Linear(text_in, hidden), nn.GELU(), nn.Linear(hidden, dim))
-        self.lexical_buckets = lexical_buckets
-        self.lexical = nn.EmbeddingBag(lexical_buckets, dim, mode="sum") if lexical_buckets else None
-        if self.lexical is not None:
-            nn.init.zeros_(self.lexical.weight)
-        self.logit_scale = nn.Parameter(torch.tensor(np.log(1 / 0.07), dtype=torch.float32))
-
-    def embed_texts(self, text_feats: torch.Tensor, texts: Sequence[str] | None = None):
-        """Unnormalised text embeddings; `texts` (the raw strings) feed the lexical channel."""
-        out = self.text(text_feats)
-        if self.lexical is not None and texts is not None:
-            ids, offsets, weights = bags(texts, self.lexical_buckets)
-            out = out + self.lexical(ids.to(out.device), offsets.to(out.device),
-                                     per_sample_weights=weights.to(out.device))
-        return out
-
-    def forward(self, image_feats: torch.Tensor, text_feats: torch.Tensor,
-                texts: Sequence[str] | None = None):
-        return (nn.functional.normalize(self.image(image_feats), dim=-1),
-                nn.functional.normalize(self.embed_texts(text_feats, texts), dim=-1),
-                self.logit_scale.exp())
+def _not_found(name_or_path: str | Path):
+    def error(known: str) -> EncoderError:
+        return EncoderError(f"encoder config {name_or_path!r} not found; give one of {known} "
+                            "or a path to a config .json")
+    return error
 
 
-@register_encoder("towers")
-class TowersEncoder(Encoder):
-    """Frozen image and text backbones with trained projection heads (and, when trained with
-    `--unfreeze`, the image backbone's fine-tuned last stages, kept in the heads file)."""
-
-    def __init__(self, config: dict[str, Any], config_dir: Path):
-        self.config = config
-        self.name = config["name"]
-        self.dim = int(config["dim"])
-        self.low_confidence = float(config.get("low_confidence", 0.3))
-        seed = int(config.get("seed", 0))
-        import rag.encoders.open_clip  # noqa: F401 - registers the "open_clip" backbones
-
-        for role, known in (("image_backbone", IMAGE_BACKBONES), ("text_backbone", TEXT_BACKBONES)):
-            if config.get(role) not in known:
-                raise EncoderError(f"unknown {role} {config.get(role)!r}; known: "
-                                   f"{', '.join(sorted(known))}")
-        build_img = IMAGE_BACKBONES[config["image_backbone"]]
-        build_txt = TEXT_BACKBONES[config["text_backbone"]]
-        self.device = pick_device()
-        shared = {"seed": seed, "spec": config.get("open_clip"), "config_dir": config_dir}
-        self.image_backbone = build_img(image_size=config.get("image_size", 224), **shared)
-        self.image_backbone.to(self.device)
-        self.text_backbone = build_txt(**shared)
-        torch.manual_seed(seed)
-        self.heads = ProjectionHeads(self.image_backbone.dim, self.text_backbone.dim, self.dim,
-                                     int(config.get("hidden", 512)),
-                                     float(config.get("dropout", 0.0)),
-                                     int(config.get("lexical_buckets", 0)))
-        self.heads_path = config_dir / config["heads"] if config.get("heads") else None
-        if self.heads_path is not None:
-            if not self.heads_path.exists():
-                raise EncoderError(f"projection heads not found: {self.heads_path} "
-                                   "(train them with `python cli.py train encoder <corpus>`)")
-            state = torch.load(self.heads_path, map_location="cpu", weights_only=True)
-            heads, stages, tail = split_heads_state({k: v.float() for k, v in state.items()})
-            self.heads.load_state_dict(heads)
-            if stages:  # trained with its last image stages unfrozen: they are part of it
-                self.image_backbone.split(stages)[1].load_state_dict(tail)
-            if probe_path(self.heads_path).exists():
-                try:
-                    self.domain_probe = DomainProbe.load(probe_path(self.heads_path), self.dim)
-                except ValueError as err:
-                    raise EncoderError(str(err)) from err
-        self.heads.eval().to(self.device)
-
-    @property
-    def fingerprint(self) -> str:
-        parts = [self.name, self.image_backbone.weights_sha256, self.text_backbone.weights_sha256]
-        parts.append(file_sha256(str(self.heads_path)) if self.heads_path else
-                     f"random-heads-seed-{self.config.get('seed', 0)}")
-        return f"{self.name}@" + hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
-
-    def image_features(self, images: Sequence[Image.Image]) -> np.ndarray:
-        return self.image_backbone(images)
-
-    def text_features(self, texts: Sequence[str]) -> np.ndarray:
-        return self.text_backbone(texts)
-
-    @torch.no_grad()
-    def project_images(self, feats: np.ndarray) -> np.ndarray:
-        out = self.heads.image(torch.from_numpy(feats).to(self.device))
-        return normalize(out.cpu().numpy())
-
-    @torch.no_grad()
-    def project_texts(self, feats: np.ndarray, texts: Sequence[str] | None = None) -> np.ndarray:
-        out = self.heads.embed_texts(torch.from_numpy(feats).to(self.device), texts)
-        return normalize(out.cpu().numpy())
-
-    def encode_images(self, images: Sequence[Image.Image]) -> np.ndarray:
-        if not images:
-            return np.zeros((0, self.dim), np.float32)
-        return self.project_images(self.image_features(images))
-
-    def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
-        if not texts:
-            return np.zeros((0, self.dim), np.float32)
-        return self.project_texts(self.text_features(texts), list(texts))
-
-
-def load_config(name_or_path: str | Path) -> tuple[dict[str, Any], Path]:
-    path = Path(name_or_path)
-    if path.suffix != ".json":
-        path = CONFIG_DIR / f"{name_or_path}.json"
-    if not path.exists():
-        known = ", ".join(sorted(p.stem for p in CONFIG_DIR.glob("*.json")))
-        raise EncoderError(f"encoder config {name_or_path!r} not found; give one of {known} "
-                           "or a path to a config .json")
-    return json.loads(path.read_text(encoding="utf-8")), path.parent
+def load_config(name_or_path: str | Path) -> tuple[EncoderConfig, Path]:
+    """(config, the folder its relative paths start from) of a config name or .json path."""
+    data, path = named_config(name_or_path, CONFIG_DIR, _not_found(name_or_path))
+    return EncoderConfig.from_dict(data, f"encoder config {str(path)!r}"), path.parent
 
 
 def create_encoder(name_or_path: str | Path = "default") -> Encoder:
     """Build the encoder a config names (see rag/encoders/model_configs/)."""
     import rag.encoders.open_clip  # noqa: F401 - registers "open_clip"
+    import rag.encoders.towers  # noqa: F401 - registers "towers"
 
     config, config_dir = load_config(name_or_path)
-    kind = config.get("type", "towers")
-    if kind not in ENCODERS:
-        raise EncoderError(f"unknown encoder type {kind!r}; known: {', '.join(ENCODERS)}")
-    return ENCODERS[kind](config, config_dir)
+    if config.type not in ENCODERS:
+        raise EncoderError(f"unknown encoder type {config.type!r}; known: {', '.join(ENCODERS)}")
+    return ENCODERS[config.type](config, config_dir)

@@ -1,15 +1,15 @@
 """Any open_clip architecture as the encoder (BiomedCLIP, UniMed-CLIP... when a user has them).
 
-Config keys: "model" (an open_clip architecture name, or "hf-hub:org/name"), "pretrained"
-(a local weights file, an open_clip pretrained tag, or null for random weights),
-"model_config" (optional path to an architecture JSON, for architectures open_clip lacks),
-"allow_download" (default false: hub ids resolve from the local cache only, so an air-gapped
-machine gets an error at once instead of minutes of retries).
+Config keys (OpenClipSpec in rag/encoders/base.py): "model" (an open_clip architecture name,
+or "hf-hub:org/name"), "pretrained" (a local weights file, an open_clip pretrained tag, or null
+for random weights), "model_config" (optional path to an architecture JSON, for architectures
+open_clip lacks), "allow_download" (default false: hub models and pretrained tags resolve to
+files of the local caches before open_clip sees them, so an air-gapped machine gets an error at
+once instead of minutes of retries, and the process environment is left alone).
 """
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 from collections.abc import Sequence
@@ -23,20 +23,80 @@ from PIL import Image
 
 from rag.encoders.backbones import (BackboneError, ImageBackbone, TextBackbone, register_image_backbone,
                            register_text_backbone)
-from rag.encoders.base import Encoder, EncoderError, normalize, pick_device, register_encoder
+from rag.encoders.base import (Encoder, EncoderConfig, EncoderError, OpenClipSpec, normalize,
+                               pick_device, register_encoder)
 from rag.manifest import file_sha256
 
 log = logging.getLogger(__name__)
 
 
-def _hub_offline() -> None:
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    try:
-        import huggingface_hub.constants as hub_constants
+ADVICE = ("Offline, download the weights on a connected machine and give their local path "
+          "as \"pretrained\" in the encoder config")
 
-        hub_constants.HF_HUB_OFFLINE = True
-    except ImportError:
-        pass
+
+def _cached_hub_file(repo_id: str, filenames: Sequence[str]) -> str | None:
+    """The first of `filenames` in the local Hugging Face cache of `repo_id` (no hub call)."""
+    from huggingface_hub import hf_hub_download
+
+    for filename in filenames:
+        try:
+            return hf_hub_download(repo_id, filename, local_files_only=True)
+        except Exception:  # noqa: BLE001 - not cached (or no hub library): try the next name
+            continue
+    return None
+
+
+def _cached_tag_weights(tag: dict[str, Any]) -> str | None:
+    """The local file of an open_clip pretrained tag, looked up where open_clip's own download
+    would have put it (its Hugging Face repo first, .safetensors before .bin, then its URL
+    cache), or None."""
+    from open_clip.pretrained import HF_WEIGHTS_NAME, _get_safe_alternatives
+
+    if tag.get("file"):
+        return tag["file"]
+    if tag.get("hf_hub"):
+        repo_id, filename = os.path.split(tag["hf_hub"])
+        filename = filename or HF_WEIGHTS_NAME
+        found = _cached_hub_file(repo_id, [*_get_safe_alternatives(filename), filename])
+        if found:
+            return found
+    if tag.get("url"):
+        path = Path("~/.cache/clip").expanduser() / os.path.basename(tag["url"])
+        if path.is_file():
+            return str(path)
+    return None
+
+
+# what a pretrained tag sets of open_clip's preprocessing (create_model_and_transforms's image_*)
+_TAG_PREPROCESSING = ("mean", "std", "interpolation", "resize_mode")
+
+
+def _local_only(open_clip, model_name: str, pretrained: str | None
+                ) -> tuple[str, str | None, dict[str, Any]]:
+    """(model name, pretrained, preprocessing overrides) that open_clip loads without the hub:
+    a hub model becomes its cached folder ("local-dir:"), a pretrained tag its cached file
+    plus the tag's preprocessing; EncoderError when the cache lacks them."""
+    if model_name.startswith("hf-hub:"):
+        from huggingface_hub import snapshot_download
+
+        try:
+            folder = snapshot_download(model_name[len("hf-hub:"):], local_files_only=True)
+        except Exception as err:  # noqa: BLE001 - any miss means: not on this machine
+            raise EncoderError(f"open_clip model {model_name!r} is not in the local Hugging Face "
+                               f"cache ({err}). {ADVICE}") from err
+        return f"local-dir:{folder}", None, {}
+    if not pretrained or pretrained.startswith("http") or os.path.exists(pretrained):
+        return model_name, pretrained, {}
+    tag = open_clip.get_pretrained_cfg(model_name.replace("/", "-"), pretrained)
+    if not tag:
+        return model_name, pretrained, {}  # open_clip names the known tags in its error
+    weights = _cached_tag_weights(tag)
+    if weights is None:
+        raise EncoderError(f"cannot load open_clip model {model_name!r} with weights "
+                           f"{pretrained!r}: they are not in the local caches. {ADVICE}")
+    from open_clip.transform import merge_preprocess_dict
+
+    return model_name, weights, merge_preprocess_dict({}, tag)
 
 
 @dataclass
@@ -49,23 +109,20 @@ class OpenClipModel:
     device: torch.device
 
 
-def load_open_clip(config: dict[str, Any], config_dir: Path) -> OpenClipModel:
-    """Build an open_clip model from config keys "model", "pretrained", "model_config" and
-    "allow_download" (paths relative to config_dir); EncoderError saying what to do when the
-    weights cannot be had."""
-    if not config.get("allow_download"):
-        _hub_offline()  # a hub id then resolves from the local cache only, at once
+def load_open_clip(spec: OpenClipSpec, config_dir: Path) -> OpenClipModel:
+    """Build the open_clip model of a spec (paths relative to config_dir); EncoderError saying
+    what to do when the weights cannot be had."""
     try:
         import open_clip
     except ImportError as err:
         raise EncoderError("open_clip is not installed: pip install open_clip_torch") from err
-    if not config.get("model"):
+    if not spec.model:
         raise EncoderError("an open_clip config needs \"model\" (an architecture name or "
                            "hf-hub:org/name)")
-    model_name = config["model"]
-    pretrained = config.get("pretrained")
-    if config.get("model_config"):
-        arch = Path(config["model_config"])
+    model_name = spec.model
+    pretrained = spec.pretrained
+    if spec.model_config:
+        arch = Path(spec.model_config)
         open_clip.add_model_config(arch if arch.is_absolute() else config_dir / arch)
     if pretrained and not pretrained.startswith(("hf-hub:", "http")) and (
             "/" in pretrained or pretrained.endswith((".bin", ".pt", ".pth", ".safetensors"))):
@@ -75,16 +132,19 @@ def load_open_clip(config: dict[str, Any], config_dir: Path) -> OpenClipModel:
             raise EncoderError(f"open_clip weights not found: {pretrained}")
     weights_id = (file_sha256(pretrained) if pretrained and os.path.exists(pretrained)
                   else str(pretrained))
+    source, weights, preprocessing = ((model_name, pretrained, {}) if spec.allow_download
+                                      else _local_only(open_clip, model_name, pretrained))
     device = pick_device()
     try:
         model, _, preprocess = open_clip.create_model_and_transforms(
-            model_name, pretrained=pretrained or None, device=device)
-        tokenizer = open_clip.get_tokenizer(model_name)
+            source, pretrained=weights or None, device=device,
+            **{f"image_{key}": preprocessing[key] for key in _TAG_PREPROCESSING
+               if key in preprocessing})
+        tokenizer = open_clip.get_tokenizer(source)
     except (OSError, RuntimeError, ValueError) as err:
         raise EncoderError(
             f"cannot load open_clip model {model_name!r} with weights {pretrained!r}: {err}. "
-            "Offline, download the weights on a connected machine and give their local path "
-            "as \"pretrained\" in the encoder config") from err
+            f"{ADVICE}") from err
     return OpenClipModel(model.eval(), preprocess, tokenizer, weights_id, device)
 
 
@@ -92,10 +152,9 @@ def load_open_clip(config: dict[str, Any], config_dir: Path) -> OpenClipModel:
 class OpenClipEncoder(Encoder):
     """The open_clip model's own image and text embeddings, as trained."""
 
-    def __init__(self, config: dict[str, Any], config_dir: Path):
-        loaded = load_open_clip(config, config_dir)
-        self.name = config.get("name", f"open_clip-{config['model']}")
-        self.low_confidence = float(config.get("low_confidence", 0.2))
+    def __init__(self, config: EncoderConfig, config_dir: Path):
+        loaded = load_open_clip(config.own_open_clip, config_dir)
+        self.name, self.low_confidence = config.name, config.low_confidence
         self.model, self.preprocess = loaded.model, loaded.preprocess
         self.tokenizer, self.weights_id, self.device = (loaded.tokenizer, loaded.weights_id,
                                                         loaded.device)
@@ -132,15 +191,15 @@ class OpenClipEncoder(Encoder):
 # BiomedCLIP or UniMed-CLIP weights on disk gets stage-1 training, the domain probe and
 # `eval retrieval` on them.
 
-_LOADED: dict[str, OpenClipModel] = {}
+_LOADED: dict[tuple[OpenClipSpec, Path | None], OpenClipModel] = {}
 
 
-def _shared(spec: dict[str, Any] | None, config_dir: Path | None) -> OpenClipModel:
+def _shared(spec: OpenClipSpec | None, config_dir: Path | None) -> OpenClipModel:
     """One loaded model for both towers of a config."""
     if not spec:
         raise BackboneError("the open_clip backbone needs an \"open_clip\" block in the encoder "
                             "config: {\"model\": \"ViT-B-16\", \"pretrained\": \"/path/weights\"}")
-    key = json.dumps(spec, sort_keys=True) + f"|{config_dir}"
+    key = (spec, config_dir)
     if key not in _LOADED:
         _LOADED[key] = load_open_clip(spec, config_dir or Path("."))
     return _LOADED[key]
@@ -169,7 +228,7 @@ def _image_size(transform) -> int:
 
 
 @register_image_backbone("open_clip")
-def open_clip_images(spec: dict | None = None, config_dir: Path | None = None,
+def open_clip_images(spec: OpenClipSpec | None = None, config_dir: Path | None = None,
                      **_) -> ImageBackbone:
     loaded = _shared(spec, config_dir)
     with torch.no_grad():
@@ -178,7 +237,7 @@ def open_clip_images(spec: dict | None = None, config_dir: Path | None = None,
 
 
 @register_text_backbone("open_clip")
-def open_clip_texts(spec: dict | None = None, config_dir: Path | None = None,
+def open_clip_texts(spec: OpenClipSpec | None = None, config_dir: Path | None = None,
                     **_) -> TextBackbone:
     loaded = _shared(spec, config_dir)
 

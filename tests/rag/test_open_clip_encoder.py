@@ -50,10 +50,46 @@ def test_missing_local_weights_is_a_clear_error(tmp_path):
         create_encoder(_config(tmp_path, pretrained=str(tmp_path / "nope.pt")))
 
 
-def test_hub_weights_offline_fail_fast_with_advice(tmp_path):
+def _no_network(monkeypatch) -> list:
+    """Records (and refuses) every connection attempt of the process."""
+    import socket
+
+    attempts = []
+
+    def refuse(self, address, *args, **kwargs):
+        attempts.append(address)
+        raise OSError("network disabled by the test")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket.socket, "connect_ex", refuse)
+    return attempts
+
+
+@pytest.mark.parametrize("config", [{"model": "RN50", "pretrained": "openai"},
+                                    {"model": "hf-hub:caselens-test/not-cached"}])
+def test_hub_weights_offline_fail_fast_with_advice(tmp_path, monkeypatch, config):
+    import os
+
+    import huggingface_hub.constants
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    offline_before = huggingface_hub.constants.HF_HUB_OFFLINE
+    attempts = _no_network(monkeypatch)
     path = tmp_path / "hub.json"
-    path.write_text(json.dumps({"type": "open_clip", "model": "RN50", "pretrained": "openai"}))
+    path.write_text(json.dumps({"type": "open_clip", **config}))
     with pytest.raises(EncoderError, match="local path"):
+        create_encoder(path)
+    assert attempts == []  # resolved from the local caches only: not one connection tried
+    assert "HF_HUB_OFFLINE" not in os.environ  # and the process environment is left alone
+    assert huggingface_hub.constants.HF_HUB_OFFLINE == offline_before
+
+
+def test_unknown_key_in_the_open_clip_block_is_named(tmp_path):
+    path = tmp_path / "towers.json"
+    path.write_text(json.dumps({"name": "x", "type": "towers", "image_backbone": "open_clip",
+                                "text_backbone": "open_clip", "dim": 8, "heads": None,
+                                "open_clip": {"model": "RN50", "pretrain": "openai"}}))
+    with pytest.raises(EncoderError, match="'pretrain'"):
         create_encoder(path)
 
 
