@@ -5,6 +5,7 @@ import pytest
 from corpora.base import CorpusError, open_corpus
 from tests.fixtures import image_files, layouts
 from tests.fixtures.reading import assert_private, read
+from tests.fixtures.small_corpora import indiana_reports
 
 
 def test_covctr_links_chinese_and_english_reports_to_the_image(tmp_path):
@@ -127,17 +128,9 @@ def test_detection_is_by_content_and_errors_say_what_to_do(tmp_path):
 
 
 def test_openi_csv_with_bilingual_rewrites_shares_one_study_per_uid(tmp_path):
-    import csv
-
     root = tmp_path / "iu"
     root.mkdir()
-    with open(root / "indiana_reports.csv", "w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["uid", "MeSH", "Problems", "image", "indication", "comparison",
-                         "findings", "impression"])
-        writer.writerow(["7", "normal", "normal", "Xray", "Cough", "None.", "Lungs clear.",
-                         "Normal chest."])
-        writer.writerow(["8", "", "", "", "", "", "", ""])
+    indiana_reports(root, ["8", "", "", "", "", "", "", ""])
     image_files.png(root / "images" / "7_1.png")
     for lang, text in (("en", "The lungs are clear."), ("zh", "双肺清晰。")):
         (root / f"openi-{lang}.json").write_text(json.dumps({"annotations": [
