@@ -53,10 +53,7 @@ BUG = "this is a bug in caselens; please report it with the traceback above"
 
 
 class _Commands(TyperGroup):
-    """Any error that is not the user's (those become one sentence in `_run`) is a bug: its
-    traceback, then one line that says so, exit code 1."""
-
-    def invoke(self, ctx):
+    def invoke(self, ctx):  # an error not the user's (`_run`) is a bug: traceback, BUG, exit 1
         try:
             return super().invoke(ctx)
         except (typer.Exit, typer.Abort, typer.exceptions.TyperException):
@@ -113,14 +110,6 @@ def _tracked(label: str, call):
         task = bar.add_task(label, total=None)
         return _run(lambda: call(
             lambda done, total: bar.update(task, completed=done, total=total)))
-
-
-def _print_fields(result: dict, as_json: bool) -> None:
-    if as_json:
-        out.print_json(json.dumps(result))
-        return
-    for key, value in result.items():
-        out.print(f"{key}: {value}", highlight=False)
 
 
 @app.callback()
@@ -200,13 +189,10 @@ def _query(image: Path | None, text: str | None, lang: str, k: str, to: list[str
         str(image) if image else None, text, to, k, lang, filters, diversity))
 
 
-def _session(index_dir: Path, encoder: str | None, backend: str | None, route: bool = True,
-             generator: str = "auto", options=None, check_support: bool = True):
+def _session(index_dir: Path, encoder: str | None, backend: str | None, **options: Any):
     from rag import pipeline
 
-    return _run(lambda: pipeline.open_session(
-        index_dir, encoder, backend, route=route, generator=generator,
-        generator_options=options, check_support=check_support))
+    return _run(lambda: pipeline.open_session(index_dir, encoder, backend, **options))
 
 
 GENERATOR_OPT = typer.Option("auto", "--generator", "-g",
@@ -248,7 +234,6 @@ def with_generator_flags(command):
 
     run.__signature__ = signature.replace(parameters=[
         *(p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in kept), *added])
-    run.__annotations__ = {p.name: p.annotation for p in (*kept, *added)}
     return run
 
 
@@ -257,19 +242,13 @@ CHECK_OPT = typer.Option(True, "--check/--no-check",
                               "ones; loads a small text embedder).")
 
 
-def generator_options(llm_path: Path | None = None, vlm_path: str | None = None,
-                      max_tokens: int | None = None, max_seconds: float | None = None,
-                      llm_model: str | None = None, mllm: str | None = None):
-    """The generator flags as GeneratorOptions, with the environment's settings: each
-    generator takes the ones it uses."""
+def generator_options(llm_path: Path | None = None, **flags: Any):
+    """The GENERATOR_FLAGS as GeneratorOptions, with the environment's settings."""
     from generator.base import GeneratorOptions
-    from rag.settings import Settings
 
     if llm_path is not None and not llm_path.is_file():
         fail(f"--llm-path {llm_path} is not a file: give a .gguf model file")
-    return GeneratorOptions(llm_path=llm_path, llm_model=llm_model, vlm_path=vlm_path, mllm=mllm,
-                            max_tokens=max_tokens, max_seconds=max_seconds,
-                            settings=_run(Settings.from_env))
+    return _run(lambda: GeneratorOptions.from_env(llm_path=llm_path, **flags))
 
 
 FILTER_OPT = typer.Option([], "--filter", help="Only records whose FIELD equals VALUE: any record "
@@ -281,13 +260,9 @@ ROUTE_OPT = typer.Option(True, "--route/--no-route",
 
 
 def _filters(pairs: list[str], **named: str | None) -> dict[str, str]:
-    found = {name: value for name, value in named.items() if value}
-    for pair in pairs:
-        name, sep, value = pair.partition("=")
-        if not sep or not name.strip():
-            fail(f"--filter needs FIELD=VALUE, not {pair!r}")
-        found[name.strip()] = value.strip()
-    return found
+    from rag.pipeline import parse_filters
+
+    return _run(lambda: parse_filters(pairs, **named))
 
 
 @app.command()
@@ -322,7 +297,7 @@ def search(
 
     query = _query(image, text, "en", k, to, _filters(filters, modality=modality, domain=domain,
                                                       lang=lang), diversity)
-    session = _session(index_dir, encoder, backend, route)
+    session = _session(index_dir, encoder, backend, route=route)
     try:
         hits = _run(lambda: pipeline.search(session, query))
         explain = session.explain
@@ -371,7 +346,8 @@ def ask(
     from rag import pipeline
 
     query = _query(image, text, lang, k, ["images", "reports"], _filters(filters, domain=domain))
-    session = _session(index_dir, encoder, backend, route, generator, options, check)
+    session = _session(index_dir, encoder, backend, route=route, generator=generator,
+                       generator_options=options, check_support=check)
     try:
         answer = _run(lambda: pipeline.ask(session, query, lang))
     finally:
@@ -565,7 +541,7 @@ def train_encoder(
                "zh_to_en_trained": result.bilingual_trained,
                "domain_accuracy": result.domain_accuracy,
                "log": str(run_dir / "train_log.jsonl"), "plot": str(run_dir / "train_curves.png")}
-    _print_fields(summary, as_json)
+    _show(summary, _fields(summary), None, as_json)
 
 
 MLLM = MLLMTrainConfig()  # the library's defaults are the command's
@@ -613,21 +589,30 @@ def train_mllm(
 
     Example: python cli.py train mllm ../shared/data/cov-ctr ../shared/data/medpix-2.0
     """
-    from rag.training.mllm import train_mllm as run
+    from rag.training.mllm import run_folders, train_mllm as run
 
     for corpus in corpora:
         if not corpus.exists():
             fail(f"corpus folder {corpus} does not exist")
-    name = Path(variant).stem if variant.endswith(".json") else variant  # "qwen0.5b-pool"
-    out_dir = out_dir or Path(__file__).parent / "generator" / "mllm" / "weights" / name
+    out_dir, work_dir = run_folders(variant, out_dir, run_dir)
     cfg = MLLMTrainConfig(variant=variant, per_corpus=per_corpus, shuffle_share=shuffle_share,
                           steps_projector=steps_projector, steps_lora=steps_lora,
                           accumulate=accumulate, max_minutes=max_minutes, seed=seed,
                           corpora=[str(c) for c in corpora], init=str(init) if init else None,
                           encoder=encoder)
-    result = _tracked("steps", lambda progress: run(cfg, out_dir, run_dir / name, resume,
+    result = _tracked("steps", lambda progress: run(cfg, out_dir, work_dir, resume,
                                                     progress=progress))
-    _print_fields(result, as_json)
+    _show(result, _fields(result), None, as_json)
+
+
+def _json_file(value: Path | None) -> Path | None:
+    if value is not None and value.suffix == ".md":
+        fail(f"--out names the JSON file (the .md goes beside it), not {value}")
+    return value
+
+
+EVAL_OUT_OPT = typer.Option(None, "--out", callback=_json_file,
+                            help="Also write the JSON here and a .md beside it.")
 
 
 @eval_app.command("retrieval")
@@ -638,8 +623,7 @@ def eval_retrieval(
     encoder: str = typer.Option("default", help="Encoder config name or path to a config JSON."),
     compare_untrained: bool = typer.Option(False, "--compare-untrained",
                                            help="Also score the same config with untrained heads."),
-    out_file: Path | None = typer.Option(None, "--out",
-                                         help="Also write the JSON here and a .md beside it."),
+    out_file: Path | None = EVAL_OUT_OPT,
     as_json: bool = JSON_OPT,
 ):
     """Stage 1: image <-> report and zh <-> en retrieval of the encoder on held-out pairs.
@@ -651,11 +635,13 @@ def eval_retrieval(
     """
     from rag.evaluation.retrieval import evaluate_retrieval, to_markdown
 
-    if out_file is not None and out_file.suffix == ".md":
-        fail(f"--out names the JSON file (the .md goes beside it), not {out_file}")
     result = _tracked("encoded", lambda progress: evaluate_retrieval(
         corpora, split, encoder, compare_untrained, progress=progress))
     _show(result, to_markdown(result), out_file, as_json)
+
+
+def _fields(result: dict) -> str:
+    return "\n".join(f"{key}: {value}" for key, value in result.items())
 
 
 def _show(result: dict, table: str, out_file: Path | None, as_json: bool) -> None:
@@ -686,8 +672,7 @@ def eval_report(
     encoder: str = typer.Option("default", help="Encoder config for the training-split index."),
     work_dir: Path = typer.Option(Path("runs/eval-report"), "--work",
                                   help="Where the training-split index is built and kept."),
-    out_file: Path | None = typer.Option(None, "--out",
-                                         help="Also write the JSON here and a .md beside it."),
+    out_file: Path | None = EVAL_OUT_OPT,
     shuffle_cases: bool = typer.Option(False, "--shuffle-cases", help="Give each image the "
                                        "retrieved cases of another study: does a generator copy "
                                        "wrong cases (high copy ROUGE-L) or follow the image?"),
@@ -709,8 +694,6 @@ def eval_report(
         fail(f"--lang must be en or zh, not {lang!r}")
     if not corpus.exists():
         fail(f"corpus folder {corpus} does not exist")
-    if out_file is not None and out_file.suffix == ".md":
-        fail(f"--out names the JSON file (the .md goes beside it), not {out_file}")
     from generator.base import generator_keywords
 
     chosen = _run(lambda: {name: generator_keywords(name, options) for name in generators})

@@ -65,8 +65,9 @@ class GeneratorOptions:
     settings: Settings | None = None  # the environment's; None: every default
 
     @classmethod
-    def from_settings(cls, settings: Settings, **chosen: Any) -> GeneratorOptions:
-        return cls(settings=settings, **chosen)
+    def from_env(cls, **chosen: Any) -> GeneratorOptions:
+        """The chosen options with the environment's settings (for the edges: the CLI)."""
+        return cls(settings=Settings.from_env(), **chosen)
 
     @property
     def env(self) -> Settings:

@@ -169,6 +169,17 @@ class Session:
 ImageInput = str | Path | bytes | Image.Image | None
 
 
+def parse_filters(pairs: list[str], **named: str | None) -> dict[str, str]:
+    """Filters from FIELD=VALUE strings (a front end's --filter) and named ones (None: unset)."""
+    found = {name: value for name, value in named.items() if value}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name.strip():
+            raise InputError(f"--filter needs FIELD=VALUE, not {pair!r}")
+        found[name.strip()] = value.strip()
+    return found
+
+
 def make_query(image: ImageInput, text: str | None, to: str | tuple[str, ...] | list[str],
                k: int | str, lang: str, filters: dict[str, str | None] | None = None,
                diversity: float = 0.0) -> Query:

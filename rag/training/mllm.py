@@ -54,6 +54,15 @@ class MLLMTrainConfig:
     init: str | None = None  # trained weights (a `train mllm --out` folder) to start from
 
 
+def run_folders(variant: str, out: Path | None, run_root: Path) -> tuple[Path, Path]:
+    """Where a run of `variant` (a config name or .json path) ships its weights (default: the
+    shipped variant's folder, generator/mllm/weights/NAME) and where it works (RUN_ROOT/NAME)."""
+    from generator.mllm.model import WEIGHTS_DIR
+
+    name = Path(variant).stem if variant.endswith(".json") else variant  # "qwen0.5b-pool"
+    return out or WEIGHTS_DIR / name, run_root / name
+
+
 def fit_answer(answer: str, budget: int, count: Callable[[str], int]) -> str:
     """The answer cut at whole lines to about `budget` tokens, impression lines kept first:
     a long case report (MedPix) keeps its diagnosis and as many findings as fit."""
