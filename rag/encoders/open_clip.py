@@ -10,10 +10,11 @@ once instead of minutes of retries, and the process environment is left alone).
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -35,14 +36,14 @@ ADVICE = ("Offline, download the weights on a connected machine and give their l
 
 
 def _cached_hub_file(repo_id: str, filenames: Sequence[str]) -> str | None:
-    """The first of `filenames` in the local Hugging Face cache of `repo_id` (no hub call)."""
-    from huggingface_hub import hf_hub_download
+    """The first of `filenames` in the local Hugging Face cache of `repo_id`: a look at the
+    cache folder only (hf_hub_download, even with local_files_only, may call the hub)."""
+    from huggingface_hub import try_to_load_from_cache
 
     for filename in filenames:
-        try:
-            return hf_hub_download(repo_id, filename, local_files_only=True)
-        except Exception:  # noqa: BLE001 - not cached (or no hub library): try the next name
-            continue
+        found = try_to_load_from_cache(repo_id, filename)
+        if isinstance(found, str):  # otherwise None or "known not to exist"
+            return found
     return None
 
 
@@ -69,34 +70,85 @@ def _cached_tag_weights(tag: dict[str, Any]) -> str | None:
 
 # what a pretrained tag sets of open_clip's preprocessing (create_model_and_transforms's image_*)
 _TAG_PREPROCESSING = ("mean", "std", "interpolation", "resize_mode")
+LOCAL_DIR = "local-dir:"  # open_clip's schema for a model folder on disk
 
 
-def _local_only(open_clip, model_name: str, pretrained: str | None
-                ) -> tuple[str, str | None, dict[str, Any]]:
-    """(model name, pretrained, preprocessing overrides) that open_clip loads without the hub:
-    a hub model becomes its cached folder ("local-dir:"), a pretrained tag its cached file
-    plus the tag's preprocessing; EncoderError when the cache lacks them."""
+@dataclass
+class LocalLoad:
+    """What open_clip gets so that it reads files only: the model (a built-in name or a
+    "local-dir:" folder), the weights file, create_model_and_transforms's extra arguments
+    and, for a Hugging Face tokenizer, its cached folder."""
+    source: str
+    weights: str | None = None
+    create_kwargs: dict[str, Any] = field(default_factory=dict)
+    tokenizer_folder: str | None = None
+
+
+def _cached_repo(repo_id: str, what: str) -> str:
+    """The local snapshot folder of a Hugging Face repo (no hub call); EncoderError if none."""
+    from huggingface_hub import snapshot_download
+
+    try:
+        return snapshot_download(repo_id, local_files_only=True)
+    except Exception as err:  # noqa: BLE001 - any miss means: not on this machine
+        raise EncoderError(f"{what} {repo_id!r} is not in the local Hugging Face cache "
+                           f"({err}). {ADVICE}") from err
+
+
+def _model_cfg(open_clip, source: str) -> dict[str, Any]:
+    if source.startswith(LOCAL_DIR):
+        path = Path(source[len(LOCAL_DIR):]) / "open_clip_config.json"
+        data = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+        return data.get("model_cfg") or {}
+    return open_clip.get_model_config(source.replace("/", "-")) or {}
+
+
+def _local_only(open_clip, model_name: str, pretrained: str | None) -> LocalLoad:
+    """The LocalLoad of a model: a hub model becomes its cached folder, a pretrained tag its
+    cached file plus the tag's preprocessing, a Hugging Face text tower or tokenizer named
+    in the architecture its cached folder; EncoderError when a cache lacks one."""
+    from open_clip.factory import _find_checkpoint_in_dir
+
+    load = LocalLoad(model_name, pretrained)
     if model_name.startswith("hf-hub:"):
-        from huggingface_hub import snapshot_download
+        folder = _cached_repo(model_name[len("hf-hub:"):], "open_clip model")
+        load.source, load.weights = f"{LOCAL_DIR}{folder}", None
+    elif pretrained and not pretrained.startswith("http") and not os.path.exists(pretrained):
+        tag = open_clip.get_pretrained_cfg(model_name.replace("/", "-"), pretrained)
+        if tag:  # an unknown tag is left to open_clip, whose error names the known ones
+            load.weights = _cached_tag_weights(tag)
+            if load.weights is None:
+                raise EncoderError(f"cannot load open_clip model {model_name!r} with weights "
+                                   f"{pretrained!r}: they are not in the local caches. {ADVICE}")
+            from open_clip.transform import merge_preprocess_dict
 
-        try:
-            folder = snapshot_download(model_name[len("hf-hub:"):], local_files_only=True)
-        except Exception as err:  # noqa: BLE001 - any miss means: not on this machine
-            raise EncoderError(f"open_clip model {model_name!r} is not in the local Hugging Face "
-                               f"cache ({err}). {ADVICE}") from err
-        return f"local-dir:{folder}", None, {}
-    if not pretrained or pretrained.startswith("http") or os.path.exists(pretrained):
-        return model_name, pretrained, {}
-    tag = open_clip.get_pretrained_cfg(model_name.replace("/", "-"), pretrained)
-    if not tag:
-        return model_name, pretrained, {}  # open_clip names the known tags in its error
-    weights = _cached_tag_weights(tag)
-    if weights is None:
-        raise EncoderError(f"cannot load open_clip model {model_name!r} with weights "
-                           f"{pretrained!r}: they are not in the local caches. {ADVICE}")
-    from open_clip.transform import merge_preprocess_dict
+            preprocessing = merge_preprocess_dict({}, tag)
+            load.create_kwargs = {f"image_{key}": preprocessing[key]
+                                  for key in _TAG_PREPROCESSING if key in preprocessing}
+    text_cfg = _model_cfg(open_clip, load.source).get("text_cfg", {})
+    if text_cfg.get("hf_model_name") and not Path(text_cfg["hf_model_name"]).is_dir():
+        checkpoint = (_find_checkpoint_in_dir(Path(load.source[len(LOCAL_DIR):]))
+                      if load.source.startswith(LOCAL_DIR) else load.weights)
+        # the text_cfg open_clip would build, with the tower's config read from the cache
+        load.create_kwargs["text_cfg"] = {
+            **text_cfg, "hf_model_name": _cached_repo(text_cfg["hf_model_name"], "text tower"),
+            "hf_model_pretrained": checkpoint is None}
+    if text_cfg.get("hf_tokenizer_name"):
+        load.tokenizer_folder = _cached_repo(text_cfg["hf_tokenizer_name"], "tokenizer")
+    return load
 
-    return model_name, weights, merge_preprocess_dict({}, tag)
+
+def _tokenizer(open_clip, load: LocalLoad):
+    """open_clip's tokenizer of the model, a Hugging Face one from its cached folder."""
+    if load.tokenizer_folder is None:
+        return open_clip.get_tokenizer(load.source)
+    from open_clip.tokenizer import DEFAULT_CONTEXT_LENGTH, HFTokenizer
+
+    text_cfg = _model_cfg(open_clip, load.source).get("text_cfg", {})
+    return HFTokenizer(load.tokenizer_folder,
+                       context_length=text_cfg.get("context_length", DEFAULT_CONTEXT_LENGTH),
+                       tokenizer_mode=text_cfg.get("tokenizer_mode"),
+                       **text_cfg.get("tokenizer_kwargs", {}))
 
 
 @dataclass
@@ -132,15 +184,13 @@ def load_open_clip(spec: OpenClipSpec, config_dir: Path) -> OpenClipModel:
             raise EncoderError(f"open_clip weights not found: {pretrained}")
     weights_id = (file_sha256(pretrained) if pretrained and os.path.exists(pretrained)
                   else str(pretrained))
-    source, weights, preprocessing = ((model_name, pretrained, {}) if spec.allow_download
-                                      else _local_only(open_clip, model_name, pretrained))
+    load = (LocalLoad(model_name, pretrained) if spec.allow_download
+            else _local_only(open_clip, model_name, pretrained))
     device = pick_device()
     try:
         model, _, preprocess = open_clip.create_model_and_transforms(
-            source, pretrained=weights or None, device=device,
-            **{f"image_{key}": preprocessing[key] for key in _TAG_PREPROCESSING
-               if key in preprocessing})
-        tokenizer = open_clip.get_tokenizer(source)
+            load.source, pretrained=load.weights or None, device=device, **load.create_kwargs)
+        tokenizer = _tokenizer(open_clip, load)
     except (OSError, RuntimeError, ValueError) as err:
         raise EncoderError(
             f"cannot load open_clip model {model_name!r} with weights {pretrained!r}: {err}. "

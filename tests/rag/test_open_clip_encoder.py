@@ -62,6 +62,7 @@ def _no_network(monkeypatch) -> list:
 
     monkeypatch.setattr(socket.socket, "connect", refuse)
     monkeypatch.setattr(socket.socket, "connect_ex", refuse)
+    monkeypatch.setattr(socket, "getaddrinfo", lambda *address, **_: refuse(None, address))
     return attempts
 
 
@@ -82,6 +83,83 @@ def test_hub_weights_offline_fail_fast_with_advice(tmp_path, monkeypatch, config
     assert attempts == []  # resolved from the local caches only: not one connection tried
     assert "HF_HUB_OFFLINE" not in os.environ  # and the process environment is left alone
     assert huggingface_hub.constants.HF_HUB_OFFLINE == offline_before
+
+
+def test_hugging_face_text_tower_resolves_from_the_cache_only(tmp_path, monkeypatch):
+    """An architecture whose text tower is a Hugging Face model (BiomedCLIP's kind): its
+    config is read from the local cache, never fetched."""
+    arch = {**TINY_ARCH, "text_cfg": {"hf_model_name": "caselens-test/not-cached-bert",
+                                      "hf_tokenizer_name": "caselens-test/not-cached-bert",
+                                      "context_length": 16}}
+    (tmp_path / "caselens-hf-text.json").write_text(json.dumps(arch))
+    path = tmp_path / "encoder.json"
+    path.write_text(json.dumps({"type": "open_clip", "model": "caselens-hf-text",
+                                "model_config": "caselens-hf-text.json", "pretrained": None}))
+    attempts = _no_network(monkeypatch)
+    with pytest.raises(EncoderError, match="text tower 'caselens-test/not-cached-bert'"):
+        create_encoder(path)
+    assert attempts == []
+
+
+def _hub_snapshot(cache, repo):
+    """The folder of a repo's files laid out as the Hugging Face cache keeps a download."""
+    folder = cache / f"models--{repo.replace('/', '--')}"
+    snapshot = folder / "snapshots" / ("0" * 40)
+    snapshot.mkdir(parents=True)
+    (folder / "refs").mkdir()
+    (folder / "refs" / "main").write_text("0" * 40)
+    return snapshot
+
+
+def _cached_tiny_bert(cache, repo="caselens-test/tiny-bert"):
+    """A tiny BERT (config, weights, tokenizer) in the Hugging Face cache."""
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    snapshot = _hub_snapshot(cache, repo)
+    config = BertConfig(vocab_size=40, hidden_size=16, num_hidden_layers=1,
+                        num_attention_heads=2, intermediate_size=32, max_position_embeddings=32)
+    BertModel(config).save_pretrained(snapshot)
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *"abcdefghijklmnopqrstuvwxyz"]
+    (snapshot / "vocab.txt").write_text("\n".join(vocab))
+    BertTokenizerFast(vocab_file=str(snapshot / "vocab.txt")).save_pretrained(snapshot)
+    return repo
+
+
+def test_cached_hugging_face_text_tower_loads_without_the_network(tmp_path, monkeypatch):
+    import os
+
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    repo = _cached_tiny_bert(tmp_path / "hub")
+    arch = {**TINY_ARCH, "text_cfg": {"hf_model_name": repo, "hf_tokenizer_name": repo,
+                                      "hf_pooler_type": "mean_pooler", "hf_proj_type": "linear",
+                                      "context_length": 16}}
+    (tmp_path / "caselens-hf-text.json").write_text(json.dumps(arch))
+    path = tmp_path / "encoder.json"
+    path.write_text(json.dumps({"type": "open_clip", "model": "caselens-hf-text",
+                                "model_config": "caselens-hf-text.json", "pretrained": None}))
+    attempts = _no_network(monkeypatch)
+    enc = create_encoder(path)
+    assert enc.encode_texts(["bilateral effusions"]).shape == (1, 16)
+    assert attempts == [] and "HF_HUB_OFFLINE" not in os.environ
+
+
+def test_pretrained_tag_weights_are_found_where_open_clip_would_download_them(tmp_path,
+                                                                            monkeypatch):
+    import huggingface_hub.constants
+
+    from rag.encoders.open_clip import _cached_tag_weights
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    snapshot = _hub_snapshot(tmp_path / "hub", "caselens-test/clip")
+    (snapshot / "open_clip_pytorch_model.bin").write_bytes(b"bin")
+    tag = {"hf_hub": "caselens-test/clip/"}
+    assert _cached_tag_weights(tag) == str(snapshot / "open_clip_pytorch_model.bin")
+    (snapshot / "open_clip_model.safetensors").write_bytes(b"safe")  # preferred, as open_clip
+    assert _cached_tag_weights(tag) == str(snapshot / "open_clip_model.safetensors")
+    assert _cached_tag_weights({"hf_hub": "caselens-test/other/"}) is None
 
 
 def test_unknown_key_in_the_open_clip_block_is_named(tmp_path):
