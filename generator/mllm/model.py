@@ -21,6 +21,7 @@ from torch import nn
 from generator.base import ModelNotFound
 from generator.loops import LOOP, LoopStop, cut_loop, last_whole_sentence, loop_period
 from rag.registry import named_config
+from rag.types import InputError
 
 log = logging.getLogger(__name__)
 CONFIG_DIR = Path(__file__).parent / "configs"
@@ -32,7 +33,7 @@ IGNORE = -100  # label of a position the loss skips (prompt, image, padding)
 
 def load_variant(name_or_path: str | Path = DEFAULT_VARIANT) -> dict[str, Any]:
     """A variant config by name (generator/mllm/configs/) or path to a .json."""
-    variant, path = named_config(name_or_path, CONFIG_DIR, lambda known: ValueError(
+    variant, path = named_config(name_or_path, CONFIG_DIR, lambda known: InputError(
         f"MLLM variant {name_or_path!r} not found; give one of {known} or a path to a "
         "variant .json"))
     variant.setdefault("name", path.stem)
