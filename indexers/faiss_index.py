@@ -22,6 +22,8 @@ import numpy as np
 from indexers.base import VectorIndex, VectorIndexError, register_backend
 from indexers.checks import (KIND_PATTERN, check_add, check_allowed, check_kind, check_queries,
                              known_options, padding)
+from indexers.tuning import (TUNING_K, QuerySets, enough_given, recall, sample_rows,
+                              score_floors, smallest_setting, synthetic_sets)
 
 # open_index imports every backend, so a missing faiss must not break the Qdrant one:
 # the error comes when a FAISS index is opened.
@@ -38,10 +40,7 @@ ANN_TYPES = ("hnsw", "ivfpq")
 INDEX_TYPES = ("auto", "flat", *ANN_TYPES)
 STORAGES = ("fp32", "fp16")
 EF_SEARCH_GRID = (16, 24, 32, 48, 64, 96, 128, 256, 512)
-TUNING_K = 10  # tuned for recall@10; larger k widens efSearch in proportion
 TUNING_QUERIES = 1000
-FAR_QUERY_COSINE = 0.5  # "far" tuning queries lie this far from the vector they came from
-MIN_GIVEN_QUERIES = 50  # fewer real tuning queries than this: the synthetic sets instead
 POINTS_PER_CENTROID = 39  # faiss k-means warns with fewer training points per centroid
 MIN_IVFPQ_VECTORS = 256  # below this a kind asked to be "ivfpq" stays flat
 ANN_MAX_K_SHARE = 8  # the ANN answers only when k <= n / 8; above, exact costs about as much
@@ -606,8 +605,7 @@ def _ann_params(ann: _Ann, k: int, selector, widen: float) -> faiss.SearchParame
 def _tune(ann: _Ann, inner: faiss.Index, target: float, kind: str,
           given: np.ndarray | None = None) -> dict:
     """Set ann.search to the cheapest setting whose recall@10 reaches `target` on every set
-    of _tuning_queries (with `given` real queries, on those and the "self" set); returns what
-    was measured.
+    of _tuning_queries (indexers/tuning.py); returns what was measured.
 
     HNSW: the smallest efSearch. IVFPQ: the smallest nprobe with the largest refine factor,
     then the smallest refine factor (from the `refine_factor` option, doubling to 64) at it.
@@ -615,7 +613,7 @@ def _tune(ann: _Ann, inner: faiss.Index, target: float, kind: str,
     k = min(TUNING_K, inner.ntotal - 1)
     if k < 1:  # a single vector: nothing to tune
         return {"search": dict(ann.search), "recall_at_10": 1.0, "tuning_queries": 0}
-    query_sets = _tuning_queries(inner, given)  # name -> (queries (S, dim), own positions)
+    query_sets = _tuning_queries(inner, given)
 
     def top(search, queries, own):
         """(scores, positions) (S, k); a stored vector's own position left out."""
@@ -625,22 +623,20 @@ def _tune(ann: _Ann, inner: faiss.Index, target: float, kind: str,
         keep = np.argsort(found == own[:, None], axis=1, kind="stable")[:, :k]
         return np.take_along_axis(scores, keep, axis=1), np.take_along_axis(found, keep, axis=1)
 
-    floors = {name: top(inner.search, queries, own)[0][:, k - 1:k] - 1e-5  # ties with the
-              for name, (queries, own) in query_sets.items()}               # k-th are hits
+    floors = {name: score_floors(top(inner.search, queries, own)[0])
+              for name, (queries, own) in query_sets.items()}
 
     def recalls_with(name: str, value: int) -> dict[str, float]:
         ann.search[name] = value
         recalls = {}
         for set_name, (queries, own) in query_sets.items():
             scores, found = top(lambda q, depth: _ann_search(ann, q, depth), queries, own)
-            recalls[set_name] = float(((scores >= floors[set_name]) & (found >= 0)).mean())
+            recalls[set_name] = recall(np.where(found >= 0, scores, -np.inf), floors[set_name])
         return recalls
 
     def smallest(name: str, grid: tuple[int, ...]) -> dict[str, float]:
-        for value in grid:
-            recalls = recalls_with(name, value)
-            if min(recalls.values()) >= target:
-                break
+        value, recalls = smallest_setting(grid, lambda value: recalls_with(name, value), target)
+        ann.search[name] = value
         return recalls
 
     if ann.type == "hnsw":
@@ -661,41 +657,25 @@ def _tune(ann: _Ann, inner: faiss.Index, target: float, kind: str,
             "tuning_queries": sum(len(queries) for queries, _ in query_sets.values())}
 
 
-def _tuning_queries(inner: faiss.Index, given: np.ndarray | None = None
-                    ) -> dict[str, tuple[np.ndarray, np.ndarray | None]]:
-    """Up to TUNING_QUERIES unit queries, in sets of (queries, own positions to leave out of
-    their results, or None). With `given` real queries (at least MIN_GIVEN_QUERIES): "given",
-    up to 2/3 of TUNING_QUERIES of them, and "self" below. Without, three sets made from
-    stored vectors:
-      "near": moved off the vector in a random direction as far as its nearest neighbour
-        lies (same cosine): an image-to-similar-case query;
-      "far": moved to cosine FAR_QUERY_COSINE: a stand-in for a text query against images;
-      "self": the vectors themselves, each with its own position left out: a query from the
-        data's distribution whose neighbours are not one vector and its surroundings
-        (flattering for HNSW, whose graph holds the query, but not for IVF).
-    """
+def _tuning_queries(inner: faiss.Index, given: np.ndarray | None = None) -> QuerySets:
+    """Up to TUNING_QUERIES unit queries. With enough `given` real queries: "given", up to
+    2/3 of TUNING_QUERIES of them, and "self" (stored vectors, each with its own position
+    left out of its results). Without, "near", "far" and "self" thirds made from stored
+    vectors (indexers/tuning.py)."""
     n, rng = inner.ntotal, np.random.default_rng(0)
-    if given is not None and len(given) >= MIN_GIVEN_QUERIES:
-        count = min(len(given), 2 * TUNING_QUERIES // 3)
-        chosen = given[np.sort(rng.choice(len(given), count, replace=False))]
-        own = np.sort(rng.choice(n, min(TUNING_QUERIES - count, n), replace=False))
+    if enough_given(given):
+        chosen = sample_rows(given, 2 * TUNING_QUERIES // 3, rng)
+        own = np.sort(rng.choice(n, min(TUNING_QUERIES - len(chosen), n), replace=False))
         return {"given": (np.ascontiguousarray(chosen, dtype=np.float32), None),
                 "self": (_vectors(inner)[own].astype(np.float32), own)}
     picked = np.sort(rng.choice(n, min(TUNING_QUERIES, n), replace=False))
     origins = _vectors(inner)[picked].astype(np.float32)  # (S, dim)
-    near, far, own = np.array_split(np.arange(len(picked)), 3)
-    cosines = np.empty((len(picked), 1), dtype=np.float32)
-    cosines[near] = np.clip(inner.search(origins[near], 2)[0][:, 1:2], FAR_QUERY_COSINE, 1.0)
-    cosines[far] = FAR_QUERY_COSINE
-    cosines[own] = 1.0
-    away = rng.standard_normal(origins.shape).astype(np.float32)
-    away -= np.sum(away * origins, axis=1, keepdims=True) * origins  # orthogonal to the origin
-    away /= np.linalg.norm(away, axis=1, keepdims=True)
-    queries = origins + np.sqrt(1 / cosines ** 2 - 1) * away  # cos(query, origin) = cosines
-    queries = (queries / np.linalg.norm(queries, axis=1, keepdims=True)).astype(np.float32)
-    sets = {"near": (queries[near], None), "far": (queries[far], None),
-            "self": (queries[own], picked[own])}
-    return {name: pair for name, pair in sets.items() if len(pair[0])}
+
+    def nearest_cosine(rows: np.ndarray) -> np.ndarray:
+        # the second result of an exact search from the vector itself: its nearest other
+        return inner.search(origins[rows], 2)[0][:, 1]
+
+    return synthetic_sets(origins, nearest_cosine, rng, own=picked)
 
 
 def _write_atomically(index: faiss.Index, target: Path, flags: int = 0) -> None:

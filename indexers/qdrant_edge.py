@@ -33,6 +33,8 @@ import numpy as np
 
 from indexers.base import VectorIndexError
 from indexers.checks import KIND_PATTERN
+from indexers.tuning import (TUNING_K, QuerySets, enough_given, recall, sample_rows,
+                             score_floors, smallest_setting, synthetic_sets)
 
 try:
     import qdrant_edge as edge
@@ -50,10 +52,8 @@ PARAMS_FILE = "edge.json"
 LOCK_FILE = ".lock"
 UPSERT_BATCH = 4096
 TUNE_QUERIES = 400  # tuning queries at save(), half near and half far (_tuning_queries)
-TUNE_K = 10
+TUNE_K = TUNING_K
 EF_CHOICES = (16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512)
-FAR_QUERY_COSINE = 0.5  # "far" tuning queries lie this far from the vector they came from
-MIN_GIVEN_QUERIES = 50  # fewer real tuning queries than this: the synthetic sets instead
 
 
 def edge_version() -> str:
@@ -239,54 +239,49 @@ class EdgeEngine:
         self.changed.clear()
 
     def _tune(self, kind: str) -> dict:
-        """The smallest hnsw_ef (or the fixed `hnsw_ef` option) at which both sets of
-        _tuning_queries reach target_recall, with what was measured; exact search when even
-        the widest ef does not.
-
-        A hit counts when its score reaches the exact 10th score less 1e-5, so ties count
-        (as in the FAISS backend's tuning, which this follows).
-        """
+        """The smallest hnsw_ef (or the fixed `hnsw_ef` option) at which every set of
+        _tuning_queries reaches target_recall against the engine's exact search (see
+        indexers/tuning.py), with what was measured; exact search when even the widest ef
+        does not."""
         started = time.perf_counter()
         shard, target = self.shards[kind], self.options.target_recall
         given = self.tuning_queries.get(kind)
-        if given is not None and len(given) >= MIN_GIVEN_QUERIES:
-            rng = np.random.default_rng(0)
-            query_sets = {"given": given[np.sort(rng.choice(
-                len(given), min(len(given), TUNE_QUERIES), replace=False))]}
+        if enough_given(given):
+            query_sets = {"given": (sample_rows(given, TUNE_QUERIES, np.random.default_rng(0)),
+                                    None)}
         else:
-            query_sets = _tuning_queries(shard)  # name -> (S, dim)
+            query_sets = _tuning_queries(shard)
 
-        def search(queries: np.ndarray, params) -> list[list]:
+        def scores(queries: np.ndarray, params) -> np.ndarray:
+            """(S, TUNE_K) scores, best first, -inf where fewer were found."""
             requests = [edge.QueryRequest(limit=TUNE_K, query=edge.Query.Nearest(q),
                                           params=params) for q in queries]
-            return shard.query_batch(edge.QueryBatchRequest(requests))
+            found = shard.query_batch(edge.QueryBatchRequest(requests))
+            table = np.full((len(queries), TUNE_K), -np.inf)
+            for row, hits in enumerate(found):
+                table[row, :len(hits)] = [hit.score for hit in hits]
+            return table
 
-        floors = {name: [hits[-1].score - 1e-5 if hits else np.inf
-                         for hits in search(queries, edge.SearchParams(exact=True))]
-                  for name, queries in query_sets.items()}
+        floors = {name: score_floors(scores(queries, edge.SearchParams(exact=True)))
+                  for name, (queries, _) in query_sets.items()}
 
         def recalls(ef: int) -> dict[str, float]:
-            measured = {}
-            for name, queries in query_sets.items():
-                found = search(queries, edge.SearchParams(hnsw_ef=ef))
-                hits = sum(sum(hit.score >= floor for hit in hits)
-                           for hits, floor in zip(found, floors[name]))
-                measured[name] = round(hits / (TUNE_K * len(queries)), 4)
-            return measured
+            return {name: round(recall(scores(queries, edge.SearchParams(hnsw_ef=ef)),
+                                       floors[name]), 4)
+                    for name, (queries, _) in query_sets.items()}
 
         def report(measured: dict[str, float]) -> dict:
             return {"recall_at_10": min(measured.values()), "recall_at_10_by_queries": measured,
-                    "tuning_queries": sum(len(q) for q in query_sets.values()),
+                    "tuning_queries": sum(len(q) for q, _ in query_sets.values()),
                     "target_recall": target,
                     "tuned_in_s": round(time.perf_counter() - started, 1)}
 
         if self.options.hnsw_ef is not None:
             ef = self.options.hnsw_ef
             return {"search": "hnsw", "hnsw_ef": ef, **report(recalls(ef))}
-        for ef in EF_CHOICES:
-            measured = recalls(ef)
-            if min(measured.values()) >= target:
-                return {"search": "hnsw", "hnsw_ef": ef, **report(measured)}
+        ef, measured = smallest_setting(EF_CHOICES, recalls, target)
+        if min(measured.values()) >= target:
+            return {"search": "hnsw", "hnsw_ef": ef, **report(measured)}
         log.warning("Qdrant shard %s: at hnsw_ef %d recall@10 is %s, under the target %.3f; "
                     "searching it exactly", kind, EF_CHOICES[-1], measured, target)
         return {"search": "exact", "why": f"hnsw_ef {EF_CHOICES[-1]} did not reach the target",
@@ -317,39 +312,30 @@ class EdgeEngine:
                 "target_recall": self.options.target_recall, "kinds": kinds}
 
 
-def _tuning_queries(shard) -> dict[str, np.ndarray]:
-    """Unit queries made from TUNE_QUERIES random stored vectors, each moved off itself in a
-    random direction: "near" ones as far as its nearest neighbour lies (same cosine: like an
-    image-to-similar-case query), "far" ones to cosine FAR_QUERY_COSINE (a stand-in for a text
-    query against image vectors). The FAISS backend tunes on the same two sets.
+def _tuning_queries(shard) -> QuerySets:
+    """"near" and "far" halves of unit queries made from TUNE_QUERIES random stored vectors
+    (indexers/tuning.py); no "self" set, since HNSW finds a stored vector too easily.
 
-    A stored vector itself is no test: HNSW reaches it and its graph neighbours more easily
-    than a new point's. Recall@10 at hnsw_ef 32 on 30k x 512-d clusters (bench_qdrant.py's
-    data): stored vectors 0.995, fresh points of the clusters 0.979, near queries 0.954. At
-    100k, hnsw_ef 64 / 128 / 512: fresh 0.98 / 1.00 / 1.00, near 0.93 / 0.98 / 0.995, far
-    0.77 / 0.88 / 0.98; so the far set decides the ef, and image queries get more than the
-    target. On the tests' 30k x 32-d data near queries are a little easier than fresh points.
+    Recall@10 at hnsw_ef 32 on 30k x 512-d clusters (bench_qdrant.py's data): stored vectors
+    0.995, fresh points of the clusters 0.979, near queries 0.954. At 100k, hnsw_ef 64 / 128 /
+    512: fresh 0.98 / 1.00 / 1.00, near 0.93 / 0.98 / 0.995, far 0.77 / 0.88 / 0.98; so the
+    far set decides the ef, and image queries get more than the target. On the tests' 30k x
+    32-d data near queries are a little easier than fresh points.
     """
     sample = shard.query(edge.QueryRequest(limit=TUNE_QUERIES, query=edge.Sample.Random,
                                            with_vector=True))
     origins = np.asarray([point.vector for point in sample], dtype=np.float32)  # (S, dim)
-    # the nearest other point's cosine; a wide HNSW search is close enough for a distance
-    requests = [edge.QueryRequest(limit=2, query=edge.Query.Nearest(v),
-                                  params=edge.SearchParams(hnsw_ef=EF_CHOICES[-1]))
-                for v in origins]
-    found = shard.query_batch(edge.QueryBatchRequest(requests))
-    nearest = np.array([max([hit.score for hit in hits if hit.id != point.id], default=1.0)
-                        for point, hits in zip(sample, found)])  # (S,)
-    half = len(origins) // 2
-    cosines = np.concatenate([np.clip(nearest[:half], FAR_QUERY_COSINE, 1.0),
-                              np.full(len(origins) - half, FAR_QUERY_COSINE)])[:, None]
-    rng = np.random.default_rng(0)
-    away = rng.standard_normal(origins.shape).astype(np.float32)
-    away -= np.sum(away * origins, axis=1, keepdims=True) * origins  # orthogonal to the origin
-    away /= np.linalg.norm(away, axis=1, keepdims=True)
-    queries = origins + np.sqrt(1 / np.maximum(cosines, 1e-6) ** 2 - 1) * away
-    queries = (queries / np.linalg.norm(queries, axis=1, keepdims=True)).astype(np.float32)
-    return {"near": queries[:half], "far": queries[half:]}
+
+    def nearest_cosine(rows: np.ndarray) -> np.ndarray:
+        # a wide HNSW search is close enough for a distance
+        requests = [edge.QueryRequest(limit=2, query=edge.Query.Nearest(origins[row]),
+                                      params=edge.SearchParams(hnsw_ef=EF_CHOICES[-1]))
+                    for row in rows]
+        found = shard.query_batch(edge.QueryBatchRequest(requests)) if requests else []
+        return np.array([max([hit.score for hit in hits if hit.id != sample[row].id],
+                             default=1.0) for row, hits in zip(rows, found)])
+
+    return synthetic_sets(origins, nearest_cosine, np.random.default_rng(0))
 
 
 def _summary(chosen: dict) -> str:
