@@ -73,6 +73,10 @@ class GeneratorOptions:
     def env(self) -> Settings:
         return self.settings or Settings()
 
+    def limits(self) -> dict[str, Any]:
+        """The answer-length limits, as the keywords most generators take them."""
+        return {"max_tokens": self.max_tokens, "max_seconds": self.max_seconds}
+
     def with_settings(self, settings: Settings) -> GeneratorOptions:
         """These options, with `settings` where none were given."""
         return self if self.settings is not None else replace(self, settings=settings)

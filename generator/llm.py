@@ -129,8 +129,7 @@ def finish_report(report: Report, cases, lang: str, cut: str | None) -> Report:
 class LlamaCppGenerator(Generator):
     @classmethod
     def keywords(cls, options: GeneratorOptions) -> dict:
-        return {"model_path": options.llm_path, "model": options.llm_model,
-                "max_tokens": options.max_tokens, "max_seconds": options.max_seconds,
+        return {"model_path": options.llm_path, "model": options.llm_model, **options.limits(),
                 "models_dir": options.env.models_dir,
                 "extra_bufts_setting": options.env.llm_extra_bufts}
 

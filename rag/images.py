@@ -4,6 +4,8 @@ from __future__ import annotations
 import io
 import logging
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
@@ -43,6 +45,19 @@ def is_image_file(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_SUFFIXES or path.suffix.lower() in DICOM_SUFFIXES
 
 
+@contextmanager
+def _pil_errors(path: Path) -> Iterator[None]:
+    """PIL's many ways of failing on a bad file, as one ImageError that names it."""
+    try:
+        yield
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError,
+            Image.DecompressionBombError) as err:
+        if isinstance(err, ImageError):
+            raise
+        raise ImageError(f"cannot read image {path}: {err} "
+                         "(is it a corrupt or unsupported file?)") from err
+
+
 def load_image(path: str | Path, frame: int | None = None, max_side: int | None = MAX_SIDE,
                max_pixels: int = MAX_PIXELS) -> Image.Image:
     """Open an image or DICOM file as an 8-bit RGB image; ImageError when it cannot be used.
@@ -58,16 +73,9 @@ def load_image(path: str | Path, frame: int | None = None, max_side: int | None 
         raise ImageError(f"{path} is a folder, not an image file")
     if is_dicom(path) or path.suffix.lower() in DICOM_SUFFIXES:
         return dicom_to_image(path, frame, max_pixels=max_pixels, max_side=max_side)
-    try:
-        with Image.open(path) as img:
-            check_pixels(img.width, img.height, f"image {path}", max_pixels)
-            return _decoded(img, max_side)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError,
-            Image.DecompressionBombError) as err:
-        if isinstance(err, ImageError):
-            raise
-        raise ImageError(f"cannot read image {path}: {err} "
-                         "(is it a corrupt or unsupported file?)") from err
+    with _pil_errors(path), Image.open(path) as img:
+        check_pixels(img.width, img.height, f"image {path}", max_pixels)
+        return _decoded(img, max_side)
 
 
 def load_image_bytes(data: bytes, max_pixels: int = MAX_PIXELS,
@@ -148,7 +156,7 @@ def check_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> None:
     if is_dicom(path) or path.suffix.lower() in DICOM_SUFFIXES:
         _check_dicom(path, max_pixels)
         return
-    try:
+    with _pil_errors(path):
         with Image.open(path) as img:
             check_pixels(img.width, img.height, f"image {path}", max_pixels)
             img.verify()
@@ -156,12 +164,6 @@ def check_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> None:
             if img.format == "JPEG":
                 img.draft(img.mode, (max(1, img.width // 8), max(1, img.height // 8)))
                 img.load()
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError,
-            Image.DecompressionBombError) as err:
-        if isinstance(err, ImageError):
-            raise
-        raise ImageError(f"cannot read image {path}: {err} "
-                         "(is it a corrupt or unsupported file?)") from err
 
 
 def _check_dicom(path: Path, max_pixels: int = MAX_PIXELS) -> None:

@@ -45,8 +45,7 @@ def weights_dir(model: str | Path) -> Path:
 class MLLMGenerator(Generator):
     @classmethod
     def keywords(cls, options: GeneratorOptions) -> dict:
-        return {"model": options.mllm, "max_tokens": options.max_tokens,
-                "max_seconds": options.max_seconds, "threads": options.env.threads}
+        return {"model": options.mllm, **options.limits(), "threads": options.env.threads}
 
     def __init__(self, model: str | Path | None = None, max_tokens: int = 256,
                  max_seconds: float = 90.0, threads: int | None = None, support=None,
