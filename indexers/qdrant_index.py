@@ -6,12 +6,13 @@ One backend name, "qdrant", three engines behind it:
   `<path>/qdrant/<kind>/`, DOT distance. Kinds under `exact_below` points are searched
   exactly; larger ones get an HNSW graph at save(), searched with the smallest hnsw_ef that
   reaches `target_recall`. See indexers/qdrant_edge.py.
-- **server** (`url` option or CASELENS_QDRANT_URL; `api_key` option or
-  CASELENS_QDRANT_API_KEY): collections `<prefix>_<kind>`, where the prefix is chosen when the
-  index folder is created and kept in `<path>/qdrant-server.json` (with the URL, never the
-  key), so two indexes never share collections and a reopened one finds its own. Collections
-  are created with the scale settings of `collection_settings()` and keyword payload indexes
-  on PAYLOAD_FIELDS. The server builds its HNSW graphs itself; `hnsw_ef` sets the per-query ef.
+- **server** (the `url` and `api_key` options; rag.pipeline fills them from
+  CASELENS_QDRANT_URL / CASELENS_QDRANT_API_KEY, see rag.settings): collections
+  `<prefix>_<kind>`, where the prefix is chosen when the index folder is created and kept in
+  `<path>/qdrant-server.json` (with the URL, never the key), so two indexes never share
+  collections and a reopened one finds its own. Collections are created with the scale
+  settings of `collection_settings()` and keyword payload indexes on PAYLOAD_FIELDS. The
+  server builds its HNSW graphs itself; `hnsw_ef` sets the per-query ef.
 - **client** (`engine="client"`, a folder written by it, or qdrant-edge-py missing):
   qdrant-client's local mode under `<path>/qdrant`, an exact scan in Python persisted to
   SQLite: fine for tests and up to ~20k vectors per kind, ~1 s per filtered query at 20k.
@@ -38,7 +39,7 @@ from indexers import qdrant_edge
 from indexers.base import VectorIndex, VectorIndexError, register_backend
 from indexers.checks import (check_add, check_allowed, check_kind, check_queries, known_options,
                              padding)
-from rag.settings import Settings
+from rag.settings import VARIABLES
 
 # open_index imports every backend, so a missing qdrant-client must not break FAISS.
 try:
@@ -48,8 +49,7 @@ except ImportError:  # pragma: no cover - exercised only where qdrant-client is 
 
 log = logging.getLogger(__name__)
 
-URL_VARIABLE = "CASELENS_QDRANT_URL"
-API_KEY_VARIABLE = "CASELENS_QDRANT_API_KEY"
+URL_VARIABLE = VARIABLES["qdrant_url"]  # named in errors; rag.pipeline reads it
 SERVER_FILE = "qdrant-server.json"
 PAYLOAD_FIELDS = ("domain", "kind", "modality", "lang")  # keyword-indexed on a server
 ENGINES = ("edge", "client")
@@ -67,7 +67,7 @@ class QdrantOptions:
 
     engine: "edge" or "client"; None picks a server when a URL is set, else edge (client for
       a folder qdrant-client wrote, or when qdrant-edge-py is not installed).
-    url, api_key: the server; default CASELENS_QDRANT_URL / CASELENS_QDRANT_API_KEY.
+    url, api_key: the server (rag.pipeline's default: CASELENS_QDRANT_URL / _API_KEY).
     hnsw_m, ef_construction: HNSW build settings (edge and server).
     target_recall, exact_below, exact_filter_below, full_scan_threshold_kb: edge only (see
       qdrant_edge.py).
@@ -197,15 +197,13 @@ class QdrantIndex(VectorIndex):
 
 
 def _open_engine(path: Path, dim: int, options: QdrantOptions):
-    settings = Settings.from_env()  # the variables' one reader; an explicit option wins
-    url = options.url or settings.qdrant_url
+    url = options.url
     folder = path / "qdrant"
     if url:
         if options.engine == "edge":
             raise VectorIndexError("engine='edge' is the embedded store and takes no server "
                                    f"URL; drop the url option or unset {URL_VARIABLE}")
-        api_key = options.api_key or settings.qdrant_api_key
-        return ClientEngine.server(path, dim, options, url, api_key)
+        return ClientEngine.server(path, dim, options, url, options.api_key)
     client_store = (folder / "meta.json").exists()  # what qdrant-client's local mode writes
     edge_store = (folder / qdrant_edge.PARAMS_FILE).exists()
     engine = options.engine

@@ -29,6 +29,7 @@ from rag.images import ImageError, load_image
 from rag.manifest import IndexLock, recover_swap, swap_paths
 from rag.manifest import MANIFEST, missing_files, read_manifest, write_manifest
 from rag.registry import replace_dir
+from rag.settings import Settings
 from rag.store import RecordStore
 from rag.types import KINDS, Problem, Record
 
@@ -164,6 +165,13 @@ SECRETS = ("api_key",)
 TUNING_SAMPLE = 1000  # cross-modal query vectors handed to each backend for ANN tuning
 
 
+def _open(backend: str, path: Path, dim: int, options: dict[str, dict],
+          settings: Settings) -> VectorIndex:
+    """A backend with its recorded options over what the environment sets for it."""
+    return open_index(backend, path, dim,
+                      **{**settings.backend_options(backend), **options.get(backend, {})})
+
+
 def _public(options: dict[str, dict]) -> dict[str, dict]:
     """Options as the manifest keeps them: without secrets (an API key comes from the
     environment when the index is opened again)."""
@@ -268,7 +276,8 @@ def build_index(corpus_dir: str | Path, index_dir: str | Path, encoder: Encoder,
                 progress: Progress | None = None, rebuild: bool = False,
                 index_options: dict[str, dict] | None = None,
                 subset: tuple[str, Callable[[Record], bool]] | None = None,
-                follow_symlinks: bool = False, wait: float = 0.0) -> BuildSummary:
+                follow_symlinks: bool = False, wait: float = 0.0,
+                settings: Settings | None = None) -> BuildSummary:
     """Build the index at `index_dir`, or bring an existing one up to date with its corpus.
 
     The old index stays usable until the new one is complete, and a failed build leaves
@@ -279,6 +288,8 @@ def build_index(corpus_dir: str | Path, index_dir: str | Path, encoder: Encoder,
     {"faiss": {"index_type": "hnsw"}}; they are kept in the manifest for reopening.
     `subset` (name, keep) indexes only the records `keep` accepts, e.g. ("split=train", ...)
     for evaluation; its name is kept in the manifest.
+    `settings` give the backends what the environment sets (a Qdrant server) below the
+    options; None: no environment (rag.pipeline.index passes the caller's).
     """
     index_options = {name: dict(opts) for name, opts in (index_options or {}).items()}
     started = time.perf_counter()
@@ -287,7 +298,7 @@ def build_index(corpus_dir: str | Path, index_dir: str | Path, encoder: Encoder,
     with IndexLock(index_dir, wait):
         recover_swap(index_dir, locked=True)  # before the leftovers below are cleared
         summary = _build(corpus, index_dir, encoder, encoder_config, backends, batch_size,
-                         progress, rebuild, index_options, subset)
+                         progress, rebuild, index_options, subset, settings or Settings())
     summary.seconds = time.perf_counter() - started
     return summary
 
@@ -295,7 +306,8 @@ def build_index(corpus_dir: str | Path, index_dir: str | Path, encoder: Encoder,
 def _build(corpus: Corpus, index_dir: Path, encoder: Encoder, encoder_config: str,
            backends: Sequence[str], batch_size: int, progress: Progress | None, rebuild: bool,
            index_options: dict[str, dict],
-           subset: tuple[str, Callable[[Record], bool]] | None) -> BuildSummary:
+           subset: tuple[str, Callable[[Record], bool]] | None,
+           settings: Settings) -> BuildSummary:
     """build_index's work, done while holding the index's lock."""
     work, _ = swap_paths(index_dir)
     shutil.rmtree(work, ignore_errors=True)  # leftovers of a crashed build
@@ -314,7 +326,7 @@ def _build(corpus: Corpus, index_dir: Path, encoder: Encoder, encoder_config: st
     try:
         store = RecordStore(work / "records.sqlite")
         for name in backends:
-            indexes.append(open_index(name, work, encoder.dim, **index_options.get(name, {})))
+            indexes.append(_open(name, work, encoder.dim, index_options, settings))
         writer = _Writer(store, indexes, encoder, cache, problems)
         for done, rec in enumerate(iter_records(corpus, problems), 1):
             if subset is None or subset[1](rec):
@@ -370,19 +382,20 @@ def _generation(index_dir: Path) -> int:
 
 
 def delete_records(index_dir: str | Path, dim: int, ids: Sequence[str] = (),
-                   filters: dict[str, str] | None = None, wait: float = 0.0) -> int:
+                   filters: dict[str, str] | None = None, wait: float = 0.0,
+                   settings: Settings | None = None) -> int:
     """Remove records from an index by id and/or by filter (e.g. {"source": "cov-ctr"}),
     from the record store and every backend, on a copy swapped in when done. Returns how many
     records went. A later `index` of the corpus adds them back if they are still there.
-    Takes the index's lock as a build does (`wait` as in build_index)."""
+    Takes the index's lock as a build does (`wait`, `settings` as in build_index)."""
     index_dir = Path(index_dir)
     with IndexLock(index_dir, wait, purpose="changed"):
         recover_swap(index_dir, locked=True)
-        return _delete(index_dir, dim, ids, filters)
+        return _delete(index_dir, dim, ids, filters, settings or Settings())
 
 
 def _delete(index_dir: Path, dim: int, ids: Sequence[str],
-            filters: dict[str, str] | None) -> int:
+            filters: dict[str, str] | None, settings: Settings) -> int:
     manifest = read_manifest(index_dir, needed_files)
     work, _ = swap_paths(index_dir)
     shutil.rmtree(work, ignore_errors=True)
@@ -398,7 +411,7 @@ def _delete(index_dir: Path, dim: int, ids: Sequence[str],
                 wanted |= {rec.id for rec in rows.values()}
         options = manifest.get("index_options", {})
         for name in manifest["backends"]:
-            indexes.append(open_index(name, work, dim, **options.get(name, {})))
+            indexes.append(_open(name, work, dim, options, settings))
         removed = store.remove(sorted(wanted))
         for kind, rowids in removed.items():
             for index in indexes:

@@ -44,14 +44,17 @@ def index(corpus: str | Path, index_dir: str | Path = DEFAULT_INDEX, encoder: st
           backends: tuple[str, ...] = ("faiss", "qdrant"), fmt: str | None = None,
           progress: Progress | None = None, batch_size: int = 32,
           rebuild: bool = False, index_options: dict[str, dict] | None = None,
-          follow_symlinks: bool = False, wait: float = 0.0) -> BuildSummary:
+          follow_symlinks: bool = False, wait: float = 0.0,
+          settings: Settings | None = None) -> BuildSummary:
     """Detect the corpus format, encode every record, build the vector indexes; an existing
     index of the same corpus and encoder is updated (only new or changed records encoded).
     Links that lead out of the corpus folder are refused unless `follow_symlinks`. While
-    another build or delete holds the index, waits up to `wait` seconds, then IndexBusy."""
+    another build or delete holds the index, waits up to `wait` seconds, then IndexBusy.
+    `settings`: the environment's (default: read now), below any index option given."""
     summary = build_index(corpus, index_dir, create_encoder(encoder), encoder, backends, fmt,
                           batch_size, progress, rebuild, index_options,
-                          follow_symlinks=follow_symlinks, wait=wait)
+                          follow_symlinks=follow_symlinks, wait=wait,
+                          settings=settings or Settings.from_env())
     from generator.translation_memory import INDEX_FILE
     from rag.manifest import IndexLock
 
@@ -108,15 +111,17 @@ def add_translations(corpora: list[Path], memory: Path | None = None) -> dict[st
 
 
 def delete(index_dir: str | Path = DEFAULT_INDEX, ids: tuple[str, ...] = (),
-           filters: dict[str, str] | None = None, wait: float = 0.0) -> int:
+           filters: dict[str, str] | None = None, wait: float = 0.0,
+           settings: Settings | None = None) -> int:
     """Remove records by id and/or filter (e.g. source="cov-ctr") from an index (waiting up
-    to `wait` seconds for a build of it to finish)."""
+    to `wait` seconds for a build of it to finish; `settings` as in index)."""
     from rag.building import delete_records
 
     if not ids and not filters:
         raise InputError("say what to delete: record ids, or a filter such as source=cov-ctr")
     manifest = read_manifest(Path(index_dir), needed_files)
-    return delete_records(index_dir, manifest["encoder"]["dim"], ids, filters, wait)
+    return delete_records(index_dir, manifest["encoder"]["dim"], ids, filters, wait,
+                          settings or Settings.from_env())
 
 
 @dataclass
@@ -226,7 +231,8 @@ def open_session(index_dir: str | Path = DEFAULT_INDEX, encoder: str | None = No
     keywords); `check_support` runs the support check on every report (generator/support.py);
     `settings`: the environment's (default: read now), below any option given."""
     index_dir = Path(index_dir)
-    options = _generator_keywords(generator, generator_options, settings or Settings.from_env())
+    settings = settings or Settings.from_env()
+    options = _generator_keywords(generator, generator_options, settings)
     manifest = read_manifest(index_dir, needed_files)
     model = encoder_obj or create_encoder(encoder or manifest["encoder"]["config"])
     check_encoder(manifest, model.fingerprint, index_dir)
@@ -237,8 +243,9 @@ def open_session(index_dir: str | Path = DEFAULT_INDEX, encoder: str | None = No
     if generator == "auto":  # it reads the index's translation memory
         options.setdefault("index_dir", index_dir)
     store = RecordStore(index_dir / "records.sqlite", readonly=True)
+    recorded = manifest.get("index_options", {}).get(backend, {})
     vectors = open_vectors(backend, index_dir, model.dim,
-                           **manifest.get("index_options", {}).get(backend, {}))
+                           **{**settings.backend_options(backend), **recorded})
     router = DomainRouter(store, vectors, probe=model.domain_probe) if route else None
     retriever = DenseRetriever(model, store, vectors, AdaptiveK(), router=router)
     writer = make_generator(generator, model.low_confidence, check_support, **options)

@@ -1,9 +1,10 @@
 """Every environment variable caselens reads, read in one place.
 
 The edges (cli.py's commands, the HTTP app, the child process of a model worker, and
-rag.pipeline.open_index / open_session) call `Settings.from_env()` once and hand the values
-down; the stages below take them as parameters and never look at the environment, so a test
-or a library user sets them explicitly. An explicit option still wins over a variable.
+rag.pipeline's index / delete / open_index / open_session) call `Settings.from_env()` once
+and hand the values down; the stages below take them as parameters and never look at the
+environment, so a test or a library user sets them explicitly. An explicit option still wins
+over a variable.
 """
 from __future__ import annotations
 
@@ -61,3 +62,11 @@ class Settings:
                    allow_download=given["allow_download"] == "1",
                    qdrant_url=given["qdrant_url"], qdrant_api_key=given["qdrant_api_key"],
                    api_key=given["api_key"])
+
+    def backend_options(self, backend: str) -> dict[str, str]:
+        """The options this environment gives a vector backend (below any given explicitly):
+        a Qdrant server's URL and API key."""
+        if backend != "qdrant":
+            return {}
+        given = {"url": self.qdrant_url, "api_key": self.qdrant_api_key}
+        return {name: value for name, value in given.items() if value}

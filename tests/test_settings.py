@@ -54,6 +54,28 @@ def test_only_the_settings_module_reads_the_environment():
     assert readers == []
 
 
+def test_the_environment_is_read_at_the_edges_only():
+    """Settings.from_env() is called by the front ends (cli.py, the service, rag.pipeline's
+    public functions), GeneratorOptions.from_env (for those edges), and a model worker's child
+    process, which has no edge above it (generator.gguf.models_dir's fallback)."""
+    edges = {"rag/pipeline.py", "rag/settings.py", "generator/base.py", "generator/gguf.py"}
+    callers = []
+    for folder in ("rag", "generator", "indexers", "retrievers", "corpora"):
+        for path in sorted((REPO / folder).rglob("*.py")):
+            name = path.relative_to(REPO).as_posix()
+            if "from_env(" in path.read_text(encoding="utf-8") and name not in edges:
+                callers.append(name)
+    assert callers == []
+
+
+def test_a_qdrant_server_comes_from_the_settings_below_the_options():
+    assert Settings().backend_options("qdrant") == {}
+    server = Settings(qdrant_url="http://db:6333", qdrant_api_key="k")
+    assert server.backend_options("qdrant") == {"url": "http://db:6333", "api_key": "k"}
+    assert Settings(qdrant_api_key="k").backend_options("qdrant") == {"api_key": "k"}
+    assert server.backend_options("faiss") == {}
+
+
 def test_each_generator_takes_the_options_it_uses(tmp_path):
     settings = Settings(models_dir=tmp_path, threads=2, llm_extra_bufts="1", vlm_model="env-vlm",
                         translations=tmp_path / "tm.sqlite")

@@ -16,11 +16,6 @@ def unit_vectors(n: int, seed: int = 0) -> np.ndarray:
     return (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float32)
 
 
-@pytest.fixture(autouse=True)
-def embedded_qdrant(monkeypatch):
-    monkeypatch.delenv("CASELENS_QDRANT_URL", raising=False)
-
-
 def test_factory_knows_both_backends_and_rejects_others(tmp_path):
     with pytest.raises(VectorIndexError, match="faiss"):
         open_index("annoy", tmp_path, DIM)
@@ -92,8 +87,9 @@ def test_qdrant_folder_is_locked_until_close(tmp_path):
 
 
 def test_qdrant_unreachable_server_is_a_clear_error(tmp_path, monkeypatch):
-    monkeypatch.setenv("CASELENS_QDRANT_URL", "http://127.0.0.1:9")  # discard port: refused
-    with pytest.raises(VectorIndexError, match="127.0.0.1:9"):
-        open_index("qdrant", tmp_path, DIM)
+    monkeypatch.setenv("CASELENS_QDRANT_URL", "http://db.example:6333")  # not read down here
+    open_index("qdrant", tmp_path / "embedded", DIM).close()
+    with pytest.raises(VectorIndexError, match="127.0.0.1:9"):  # discard port: refused
+        open_index("qdrant", tmp_path, DIM, url="http://127.0.0.1:9")
     with pytest.raises(VectorIndexError, match="unset CASELENS_QDRANT_URL"):
         QdrantIndex(tmp_path, DIM, url="http://127.0.0.1:9")

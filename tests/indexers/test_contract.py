@@ -36,12 +36,6 @@ VARIANTS = {"faiss": ("faiss", {}), "qdrant": ("qdrant", {}),
             "faiss-ivfpq": ("faiss", {"index_type": "ivfpq", "target_recall": 0.99})}
 
 
-@pytest.fixture(autouse=True)
-def embedded_qdrant(monkeypatch):
-    # A server's collection names are shared, so these tests always use the embedded store.
-    monkeypatch.delenv("CASELENS_QDRANT_URL", raising=False)
-
-
 @pytest.fixture
 def opener(tmp_path):
     """open(variant, dim=DIM) for indexes in this test's folder; closes them all at the end."""

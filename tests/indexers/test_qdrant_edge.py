@@ -69,12 +69,6 @@ def assert_true_scores(result, ids, vectors, queries) -> None:
             assert abs(scores[row, col] - want) <= 1e-4
 
 
-@pytest.fixture(autouse=True)
-def embedded_qdrant(monkeypatch):
-    monkeypatch.delenv("CASELENS_QDRANT_URL", raising=False)
-    monkeypatch.delenv("CASELENS_QDRANT_API_KEY", raising=False)
-
-
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
     """A saved, closed index: "image" BIG points (HNSW), "report" SMALL (exact)."""
@@ -363,13 +357,12 @@ def test_server_prefix_is_chosen_once_and_recorded_without_secrets(tmp_path, cap
 
 
 @pytest.mark.filterwarnings("ignore:Api key is used with an insecure connection")
-def test_unreachable_server_fails_fast_naming_the_url_not_the_key(tmp_path, monkeypatch):
-    monkeypatch.setenv("CASELENS_QDRANT_API_KEY", "key-from-env-123")
+def test_unreachable_server_fails_fast_naming_the_url_not_the_key(tmp_path):
     started = time.perf_counter()
     with pytest.raises(VectorIndexError, match="127.0.0.1:9") as raised:
         open_index("qdrant", tmp_path, DIM, url="http://127.0.0.1:9", api_key="opt-key-456")
     assert time.perf_counter() - started < 10
-    assert "key-from-env-123" not in str(raised.value) and "opt-key-456" not in str(raised.value)
+    assert "opt-key-456" not in str(raised.value)
     assert not (tmp_path / "qdrant-server.json").exists()  # nothing recorded for a failed open
 
 
@@ -403,14 +396,13 @@ class StandInServer:
 def test_server_path_with_a_stand_in_server(tmp_path, monkeypatch, caplog):
     server = StandInServer()
     monkeypatch.setattr(qdrant_index, "QdrantClient", server)
-    monkeypatch.setenv("CASELENS_QDRANT_URL", "http://db.example:6333")
-    monkeypatch.setenv("CASELENS_QDRANT_API_KEY", "s3cret-key")
+    given = {"url": "http://db.example:6333", "api_key": "s3cret-key"}
     corpus = make_corpus(seed=6)
     ids, vectors = corpus["image"]
     queries = make_queries(vectors, seed=3)
     caplog.set_level(logging.DEBUG)
-    first = open_index("qdrant", tmp_path / "one", DIM, quantization="scalar")
-    other = open_index("qdrant", tmp_path / "two", DIM)
+    first = open_index("qdrant", tmp_path / "one", DIM, quantization="scalar", **given)
+    other = open_index("qdrant", tmp_path / "two", DIM, **given)
     assert server.connections[0] == ("http://db.example:6333", "s3cret-key")
     first.add("image", ids, vectors, payloads=[{"kind": "image", "domain": "chest"}] * len(ids))
     other.add("image", ids[:5], vectors[:5])
@@ -431,7 +423,7 @@ def test_server_path_with_a_stand_in_server(tmp_path, monkeypatch, caplog):
     assert described["collections"]["image"] == {"collection": name, "points": len(ids)}
     first.close()
     other.close()
-    reopened = open_index("qdrant", tmp_path / "one", DIM, quantization="scalar")
+    reopened = open_index("qdrant", tmp_path / "one", DIM, quantization="scalar", **given)
     assert reopened.count("image") == len(ids) and reopened.count("report") == 0
     reopened.remove("image", ids[:10])
     assert reopened.count("image") == len(ids) - 10

@@ -6,10 +6,11 @@ from collections.abc import Iterator
 import pytest
 
 from corpora.base import READERS, CorpusReader
-from indexers.base import open_index
+from indexers.base import VectorIndexError, open_index
 from rag import pipeline
 from rag.building import build_index
 from rag.encoders.base import create_encoder
+from rag.settings import Settings
 from rag.store import RecordStore
 from rag.types import Problem, Query, Record
 from tests.fixtures.tiny_corpus import make_corpus
@@ -180,3 +181,20 @@ def test_delete_by_filter_and_id_then_reindex_brings_them_back(first):
     assert summary.changes["added"] == 10 and consistent(index_dir) == 27
     with pytest.raises(ValueError, match="say what to delete"):
         pipeline.delete(index_dir)
+
+
+def test_the_qdrant_server_variable_is_read_by_the_pipeline_not_the_builder(tmp_path, monkeypatch):
+    """CASELENS_QDRANT_URL reaches the Qdrant backend through rag.pipeline's settings; the
+    builder below it uses only the settings it is given."""
+    corpus = make_corpus(tmp_path / "corpus", n_per_class=2, bad_image=False)
+    monkeypatch.setenv("CASELENS_QDRANT_URL", "http://127.0.0.1:9")  # discard port: refused
+    with pytest.raises(VectorIndexError, match="127.0.0.1:9"):
+        pipeline.index(corpus, tmp_path / "server", encoder="tiny", backends=("qdrant",))
+    summary = build_index(corpus, tmp_path / "embedded", create_encoder("tiny"), "tiny",
+                          backends=("qdrant",))
+    assert summary.changes["added"] == 18
+    manifest = json.loads((tmp_path / "embedded" / "manifest.json").read_text())
+    assert manifest["indexes"]["qdrant"]["engine"] == "qdrant-edge"
+    with pytest.raises(VectorIndexError, match="127.0.0.1:9"):
+        build_index(corpus, tmp_path / "given", create_encoder("tiny"), "tiny",
+                    backends=("qdrant",), settings=Settings(qdrant_url="http://127.0.0.1:9"))
