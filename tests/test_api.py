@@ -155,6 +155,21 @@ def test_search_route_only_delegates_the_parsed_form_to_the_session(tmp_path):
          {"domain": None, "modality": None, "lang": "zh", "body_part": None})]
 
 
+class BrokenSession(RecordingSession):
+    def search(self, *args, **filters):
+        raise ValueError("an internal slip, not the user's")
+
+
+def test_an_internal_error_is_a_500_not_blamed_on_the_request(tmp_path):
+    settings = Settings(index=tmp_path / "nowhere")
+    app, service = create_app(settings), RecordingService(settings)
+    service.session = BrokenSession()
+    app.dependency_overrides[get_service] = lambda: service
+    with TestClient(app, raise_server_exceptions=False) as test_client:
+        response = test_client.post("/v1/search", data={"text": "effusion"})
+    assert response.status_code == 500
+
+
 def test_bad_language_field_and_unknown_record(client):
     response = client.post("/v1/ask", data={"question": "effusion?", "lang": "fr"})
     assert response.status_code == 422 and "lang" in response.json()["error"]

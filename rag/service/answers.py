@@ -17,6 +17,7 @@ from rag import pipeline
 from rag.images import ImageError, load_image, load_image_bytes
 from rag.service.dependencies import AskRequest, SearchRequest
 from rag.service.runner import ApiError, Receive, Service, Settings
+from rag.types import InputError
 
 log = logging.getLogger("caselens.api")
 T = TypeVar("T")
@@ -35,8 +36,8 @@ async def on_worker(service: Service, call: Callable[[pipeline.Session], T],
             log.error("the language model crashed: %s", err.cause)
             raise ApiError(503, f"the language model crashed ({err.cause}): retry, the "
                                 "next request starts it again") from err
-        except ValueError as err:  # a Query that makes no sense: no image or text, bad k
-            raise ApiError(422, str(err)) from err
+        except InputError as err:  # a Query that makes no sense: no image or text, bad k
+            raise ApiError(422, str(err)) from err  # (any other error is a bug: 500, logged)
 
     return await service.run(guarded, receive)
 
