@@ -7,6 +7,7 @@ Either (a) a `manifest.jsonl` in the corpus root, one JSON object per line:
 
 `image` is relative to the root; a line with an image and a text gives an image record and a
 report record of one study; a line with only a text gives a report (or `"kind": "guideline"`).
+A text without "lang" is tagged with the language it is mostly written in (en or zh).
 Or (b) image files (PNG, JPEG, DICOM...) anywhere under the root, each with an optional
 sidecar `<name>.txt` (its report) or `<name>.json` (an object with "text" and the same optional
 fields as a manifest line).
@@ -20,6 +21,7 @@ from pathlib import Path
 from corpora.base import CorpusReader, register_reader
 from rag.images import DICOM_SUFFIXES, is_image_file
 from corpora.readers._util import hashed
+from rag.text.words import main_language
 from rag.types import KINDS, Problem, Record, stable_id
 
 FIELDS = ("modality", "body_part", "domain", "lang", "license")
@@ -115,7 +117,8 @@ class GenericReader(CorpusReader):
                               " this text is left out")
                 return
             self._texts[record_id] = key
-            yield Record(record_id, kind, text=text, **base)
+            yield Record(record_id, kind, text=text,
+                         **{**base, "lang": fields.get("lang") or main_language(text)})
 
     def _manifest(self) -> Iterator[Record | Problem]:
         with open(self.root / MANIFEST, "rb") as handle:  # decoded a line at a time

@@ -14,7 +14,7 @@ from pathlib import Path
 from corpora.base import CorpusReader, register_reader
 from corpora.readers._util import read_text
 from rag.images import is_image_file
-from rag.text.words import cjk_characters
+from rag.text.words import main_language
 from rag.types import Problem, Record, stable_id
 
 SUFFIXES = {".md", ".markdown", ".txt", ".html", ".htm", ".pdf"}
@@ -26,11 +26,6 @@ HEADINGS = [("#", "h1"), ("##", "h2"), ("###", "h3"), ("####", "h4")]
 
 def _documents(root: Path) -> list[Path]:
     return sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in SUFFIXES)
-
-
-def language(text: str) -> str:
-    letters = [c for c in text if c.isalpha()]
-    return "zh" if letters and len(cjk_characters(text)) / len(letters) > 0.3 else "en"
 
 
 class _HtmlToMarkdown(HTMLParser):
@@ -96,7 +91,7 @@ class GuidelinesReader(CorpusReader):
                 for chunk in by_size.split_text(text):
                     if chunk.strip():
                         yield Record(stable_id("guideline", rel, str(count)), "guideline",
-                                     lang=language(chunk), text=chunk.strip(),
+                                     lang=main_language(chunk), text=chunk.strip(),
                                      study=f"guideline:{rel}", source="guidelines",
                                      meta={"headings": heading_path, "file": rel, "chunk": count})
                         count += 1

@@ -34,8 +34,17 @@ def has_cjk(text: str | None) -> bool:
 
 
 def detect_language(text: str) -> str:
-    """"zh" when the text holds any Chinese character, else "en"."""
+    """"zh" when the text holds any Chinese character, else "en" (for a sentence or a term:
+    one Chinese character means Chinese text around it)."""
     return "zh" if has_cjk(text) else "en"
+
+
+def main_language(text: str, zh_share: float = 0.3) -> str:
+    """The language a document is written in: "zh" when more than `zh_share` of its letters
+    are Chinese characters, else "en" (an English report quoting one Chinese name stays
+    English, a Chinese one full of English terms stays Chinese)."""
+    letters = sum(c.isalpha() for c in text or "")
+    return "zh" if letters and len(cjk_characters(text)) / letters > zh_share else "en"
 
 
 def cjk_characters(text: str) -> list[str]:

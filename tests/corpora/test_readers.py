@@ -109,6 +109,22 @@ def test_generic_sidecars(tmp_path):
     assert not problems
 
 
+def test_a_generic_text_without_a_lang_is_tagged_with_its_language(tmp_path):
+    root = tmp_path / "untagged"
+    image_files.png(root / "x" / "1.png")
+    (root / "x" / "1.txt").write_text("Small effusion near the 右肺 base.", encoding="utf-8")
+    image_files.png(root / "x" / "2.png", 1)
+    (root / "x" / "2.txt").write_text("右肺下叶见磨玻璃影，考虑 COVID-19 肺炎。", encoding="utf-8")
+    image_files.png(root / "x" / "3.png", 2)
+    (root / "x" / "3.json").write_text(json.dumps({"text": "右肺结节。", "lang": "en"}))
+    _, records, _ = read(root)
+    langs = {r.text: r.lang for r in records if r.kind == "report"}
+    assert langs == {"Small effusion near the 右肺 base.": "en",
+                     "右肺下叶见磨玻璃影，考虑 COVID-19 肺炎。": "zh",
+                     "右肺结节。": "en"}  # a given lang is kept
+    assert {r.lang for r in records if r.kind == "image"} == {""}
+
+
 def test_detection_is_by_content_and_errors_say_what_to_do(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(CorpusError, match="empty"):

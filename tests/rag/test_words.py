@@ -7,8 +7,8 @@ import sys
 from pathlib import Path
 
 from rag.text.words import (CJK, CJK_CHARS, LEXICON, char_pairs, cjk_characters, count_words,
-                            detect_language, has_cjk, jieba_words, latin_words, metric_characters,
-                            metric_words, numbers, words)
+                            detect_language, has_cjk, jieba_words, latin_words, main_language,
+                            metric_characters, metric_words, numbers, words)
 
 ROOT = Path(__file__).resolve().parents[2]
 REPORT = "右肺上叶胸膜下可见磨玻璃影，边缘不清。"
@@ -24,6 +24,8 @@ def test_cjk_covers_extension_a_and_the_basic_block_only():
 
 def test_detect_language_and_cjk_characters():
     assert detect_language("CT 示 双肺 GGO") == "zh" and detect_language("no effusion") == "en"
+    assert main_language("CT 示 双肺 GGO") == "zh" and main_language("") == "en"
+    assert main_language("Seen by Dr 王 in the clinic.") == "en"  # one name: still English
     assert cjk_characters("CT：双肺 3 处！") == ["双", "肺", "处"]
     assert char_pairs(["双", "肺", "处"]) == ["双肺", "肺处"] and char_pairs("a") == []
 
