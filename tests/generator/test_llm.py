@@ -15,6 +15,7 @@ from generator.base import create_generator
 from generator.composer import phrases
 from generator.llm import LlamaCppGenerator
 from generator.support import SupportCheck
+from rag.text.words import has_cjk
 from rag.types import Query, Record
 from tests.fixtures.llm_cases import CASES, hits_of, report
 
@@ -262,7 +263,7 @@ def test_real_model_writes_a_cited_report(real_llm, lang):
     for error in out.errors:
         log.warning("model error: %s", error)
     if lang == "zh":
-        assert any("\u4e00" <= ch <= "\u9fff" for ch in out.text()), out.text()
+        assert has_cjk(out.text()), out.text()
 
 
 @pytest.mark.slow
