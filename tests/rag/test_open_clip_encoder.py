@@ -85,16 +85,21 @@ def test_hub_weights_offline_fail_fast_with_advice(tmp_path, monkeypatch, config
     assert huggingface_hub.constants.HF_HUB_OFFLINE == offline_before
 
 
+def _hf_text_encoder(folder, repo, **text_cfg):
+    """An encoder config whose text tower (and tokenizer) is the Hugging Face model `repo`."""
+    arch = {**TINY_ARCH, "text_cfg": {"hf_model_name": repo, "hf_tokenizer_name": repo,
+                                      "context_length": 16, **text_cfg}}
+    (folder / "caselens-hf-text.json").write_text(json.dumps(arch))
+    path = folder / "encoder.json"
+    path.write_text(json.dumps({"type": "open_clip", "model": "caselens-hf-text",
+                                "model_config": "caselens-hf-text.json", "pretrained": None}))
+    return path
+
+
 def test_hugging_face_text_tower_resolves_from_the_cache_only(tmp_path, monkeypatch):
     """An architecture whose text tower is a Hugging Face model (BiomedCLIP's kind): its
     config is read from the local cache, never fetched."""
-    arch = {**TINY_ARCH, "text_cfg": {"hf_model_name": "caselens-test/not-cached-bert",
-                                      "hf_tokenizer_name": "caselens-test/not-cached-bert",
-                                      "context_length": 16}}
-    (tmp_path / "caselens-hf-text.json").write_text(json.dumps(arch))
-    path = tmp_path / "encoder.json"
-    path.write_text(json.dumps({"type": "open_clip", "model": "caselens-hf-text",
-                                "model_config": "caselens-hf-text.json", "pretrained": None}))
+    path = _hf_text_encoder(tmp_path, "caselens-test/not-cached-bert")
     attempts = _no_network(monkeypatch)
     with pytest.raises(EncoderError, match="text tower 'caselens-test/not-cached-bert'"):
         create_encoder(path)
@@ -133,13 +138,8 @@ def test_cached_hugging_face_text_tower_loads_without_the_network(tmp_path, monk
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     repo = _cached_tiny_bert(tmp_path / "hub")
-    arch = {**TINY_ARCH, "text_cfg": {"hf_model_name": repo, "hf_tokenizer_name": repo,
-                                      "hf_pooler_type": "mean_pooler", "hf_proj_type": "linear",
-                                      "context_length": 16}}
-    (tmp_path / "caselens-hf-text.json").write_text(json.dumps(arch))
-    path = tmp_path / "encoder.json"
-    path.write_text(json.dumps({"type": "open_clip", "model": "caselens-hf-text",
-                                "model_config": "caselens-hf-text.json", "pretrained": None}))
+    path = _hf_text_encoder(tmp_path, repo, hf_pooler_type="mean_pooler",
+                            hf_proj_type="linear")
     attempts = _no_network(monkeypatch)
     enc = create_encoder(path)
     assert enc.encode_texts(["bilateral effusions"]).shape == (1, 16)
