@@ -22,8 +22,8 @@ from generator.base import Generator, GeneratorOptions, register_generator
 from generator.composer import GroundedComposer, phrases
 from generator.evidence import has_cjk, parse_citations, report_sources
 from generator.placeholders import has_placeholder
-from generator.translation_memory import (INDEX_FILE, Embed, TranslationMemory, lookup,
-                                          user_memory_path)
+from generator.translation_memory import INDEX_FILE, Embed, TranslationMemory, lookup
+from rag.settings import Settings
 from rag.types import Hit, Query, Report
 
 log = logging.getLogger(__name__)
@@ -201,8 +201,9 @@ def _open_memories(index_dir: str | Path | None,
     memories = []
     if index_dir and (Path(index_dir) / INDEX_FILE).is_file():
         memories.append(TranslationMemory(Path(index_dir) / INDEX_FILE, readonly=True))
+    user_memory = user_memory or Settings().translations
     try:
-        memories.append(TranslationMemory(user_memory or user_memory_path()))
+        memories.append(TranslationMemory(user_memory))
     except Exception as err:  # noqa: BLE001 - an unwritable home still answers, uncached
-        log.warning("no user translation memory at %s: %s", user_memory or user_memory_path(), err)
+        log.warning("no user translation memory at %s: %s", user_memory, err)
     return memories

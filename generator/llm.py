@@ -30,12 +30,13 @@ from generator.gguf import DEFAULT_MODEL, packaged_gguf
 from generator.loops import LOOP
 from generator.prompts import render_prompt, render_translation
 from generator.worker import ModelWorker, resolve
+from rag.settings import VARIABLES
 from rag.types import Hit, InputError, Query, Report, Sentence
 
 log = logging.getLogger(__name__)
 PREFILL = {"en": "Findings:\n", "zh": "影像表现：\n"}
 _STOPS = ["<|im_end|>", "<|endoftext|>", "<|eot_id|>", "</s>"]
-ENV_EXTRA_BUFTS = "CASELENS_LLM_EXTRA_BUFTS"
+ENV_EXTRA_BUFTS = VARIABLES["llm_extra_bufts"]  # named in errors
 _ON, _OFF = {"1", "true", "yes", "on"}, {"0", "false", "no", "off"}
 
 

