@@ -117,7 +117,7 @@ class EncoderConfig:
     def without_heads(self) -> EncoderConfig:
         """The same config with seeded random heads: what training and untrained baselines
         start from."""
-        return dataclasses.replace(self, heads=None, source=self.source)
+        return dataclasses.replace(self, heads=None)
 
 
 def _refuse_unknown(cls, data: dict[str, Any], where: str, ignore: set[str] = frozenset()):
@@ -150,16 +150,11 @@ class Encoder(ABC):
         """(N, dim) embeddings of texts (reports, guideline passages, questions)."""
 
 
-def _not_found(name_or_path: str | Path):
-    def error(known: str) -> EncoderError:
-        return EncoderError(f"encoder config {name_or_path!r} not found; give one of {known} "
-                            "or a path to a config .json")
-    return error
-
-
 def load_config(name_or_path: str | Path) -> tuple[EncoderConfig, Path]:
     """(config, the folder its relative paths start from) of a config name or .json path."""
-    data, path = named_config(name_or_path, CONFIG_DIR, _not_found(name_or_path))
+    data, path = named_config(name_or_path, CONFIG_DIR, lambda known: EncoderError(
+        f"encoder config {name_or_path!r} not found; give one of {known} or a path to a "
+        "config .json"))
     return EncoderConfig.from_dict(data, f"encoder config {str(path)!r}"), path.parent
 
 

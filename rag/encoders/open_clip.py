@@ -77,11 +77,12 @@ LOCAL_DIR = "local-dir:"  # open_clip's schema for a model folder on disk
 class LocalLoad:
     """What open_clip gets so that it reads files only: the model (a built-in name or a
     "local-dir:" folder), the weights file, create_model_and_transforms's extra arguments
-    and, for a Hugging Face tokenizer, its cached folder."""
+    and, for a Hugging Face tokenizer, its cached folder and the architecture's text_cfg."""
     source: str
     weights: str | None = None
     create_kwargs: dict[str, Any] = field(default_factory=dict)
     tokenizer_folder: str | None = None
+    text_cfg: dict[str, Any] = field(default_factory=dict)
 
 
 def _cached_repo(repo_id: str, what: str) -> str:
@@ -125,7 +126,7 @@ def _local_only(open_clip, model_name: str, pretrained: str | None) -> LocalLoad
             preprocessing = merge_preprocess_dict({}, tag)
             load.create_kwargs = {f"image_{key}": preprocessing[key]
                                   for key in _TAG_PREPROCESSING if key in preprocessing}
-    text_cfg = _model_cfg(open_clip, load.source).get("text_cfg", {})
+    text_cfg = load.text_cfg = _model_cfg(open_clip, load.source).get("text_cfg", {})
     if text_cfg.get("hf_model_name") and not Path(text_cfg["hf_model_name"]).is_dir():
         checkpoint = (_find_checkpoint_in_dir(Path(load.source[len(LOCAL_DIR):]))
                       if load.source.startswith(LOCAL_DIR) else load.weights)
@@ -144,7 +145,7 @@ def _tokenizer(open_clip, load: LocalLoad):
         return open_clip.get_tokenizer(load.source)
     from open_clip.tokenizer import DEFAULT_CONTEXT_LENGTH, HFTokenizer
 
-    text_cfg = _model_cfg(open_clip, load.source).get("text_cfg", {})
+    text_cfg = load.text_cfg
     return HFTokenizer(load.tokenizer_folder,
                        context_length=text_cfg.get("context_length", DEFAULT_CONTEXT_LENGTH),
                        tokenizer_mode=text_cfg.get("tokenizer_mode"),
