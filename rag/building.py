@@ -165,9 +165,10 @@ SECRETS = ("api_key",)
 TUNING_SAMPLE = 1000  # cross-modal query vectors handed to each backend for ANN tuning
 
 
-def _open(backend: str, path: Path, dim: int, options: dict[str, dict],
-          settings: Settings) -> VectorIndex:
-    """A backend with its recorded options over what the environment sets for it."""
+def open_backend(backend: str, path: Path, dim: int, options: dict[str, dict],
+                 settings: Settings) -> VectorIndex:
+    """A backend of an index with its options (`options[backend]`, as the manifest records
+    them) over what the environment sets for it (a Qdrant server's URL and key)."""
     return open_index(backend, path, dim,
                       **{**settings.backend_options(backend), **options.get(backend, {})})
 
@@ -326,7 +327,7 @@ def _build(corpus: Corpus, index_dir: Path, encoder: Encoder, encoder_config: st
     try:
         store = RecordStore(work / "records.sqlite")
         for name in backends:
-            indexes.append(_open(name, work, encoder.dim, index_options, settings))
+            indexes.append(open_backend(name, work, encoder.dim, index_options, settings))
         writer = _Writer(store, indexes, encoder, cache, problems)
         for done, rec in enumerate(iter_records(corpus, problems), 1):
             if subset is None or subset[1](rec):
@@ -411,7 +412,7 @@ def _delete(index_dir: Path, dim: int, ids: Sequence[str],
                 wanted |= {rec.id for rec in rows.values()}
         options = manifest.get("index_options", {})
         for name in manifest["backends"]:
-            indexes.append(_open(name, work, dim, options, settings))
+            indexes.append(open_backend(name, work, dim, options, settings))
         removed = store.remove(sorted(wanted))
         for kind, rowids in removed.items():
             for index in indexes:

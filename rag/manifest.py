@@ -108,8 +108,9 @@ def missing_files(manifest: dict[str, Any], folder: Path,
     Stat calls only."""
     wanted = [STORE]
     described = manifest.get("indexes") or {}
-    for backend in manifest.get("backends", []) if needed_files is not None else []:
-        wanted += needed_files(backend, described.get(backend) or {})
+    if needed_files is not None:
+        for backend in manifest.get("backends", []):
+            wanted += needed_files(backend, described.get(backend) or {})
     missing: list[str] = []
     for name in wanted:
         top = name.split("/")[0]

@@ -16,8 +16,7 @@ from corpora.base import CorpusError
 from generator.base import (Generator, GeneratorCrashed, GeneratorError, GeneratorOptions,
                             create_generator, generator_keywords)
 from indexers.base import VectorIndexError, needed_files
-from indexers.base import open_index as open_vectors
-from rag.building import BuildSummary, Progress, build_index
+from rag.building import BuildSummary, Progress, build_index, open_backend
 from rag.encoders.backbones import BackboneError
 from rag.encoders.base import Encoder, EncoderError, create_encoder
 from rag.images import ImageError, load_image_bytes
@@ -242,9 +241,8 @@ def open_session(index_dir: str | Path = DEFAULT_INDEX, encoder: str | None = No
     if generator == "auto":  # it reads the index's translation memory
         options.setdefault("index_dir", index_dir)
     store = RecordStore(index_dir / "records.sqlite", readonly=True)
-    recorded = manifest.get("index_options", {}).get(backend, {})
-    vectors = open_vectors(backend, index_dir, model.dim,
-                           **{**settings.backend_options(backend), **recorded})
+    vectors = open_backend(backend, index_dir, model.dim, manifest.get("index_options", {}),
+                           settings)
     router = DomainRouter(store, vectors, probe=model.domain_probe) if route else None
     retriever = DenseRetriever(model, store, vectors, AdaptiveK(), router=router)
     writer = make_generator(generator, model.low_confidence, check_support, **options)

@@ -17,7 +17,6 @@ from rag import pipeline
 from rag.images import ImageError, load_image, load_image_bytes
 from rag.service.dependencies import AskRequest, SearchRequest
 from rag.service.runner import ApiError, Receive, Service, Settings
-from rag.types import InputError
 
 log = logging.getLogger("caselens.api")
 T = TypeVar("T")
@@ -25,19 +24,15 @@ T = TypeVar("T")
 
 async def on_worker(service: Service, call: Callable[[pipeline.Session], T],
                     receive: Receive) -> T:
-    """call(session) on the worker thread, its errors as JSON statuses; dropped unstarted
-    when the client disconnects while it waits."""
+    """call(session) on the worker thread (its user errors answered by the app's handlers);
+    dropped unstarted when the client disconnects while it waits."""
     def guarded(session: pipeline.Session) -> T:
         try:
             return call(session)
-        except ImageError as err:
-            raise ApiError(400, str(err)) from err
         except GeneratorCrashed as err:  # only its worker process died: keep serving
             log.error("the language model crashed: %s", err.cause)
             raise ApiError(503, f"the language model crashed ({err.cause}): retry, the "
                                 "next request starts it again") from err
-        except InputError as err:  # a Query that makes no sense: no image or text, bad k
-            raise ApiError(422, str(err)) from err  # (any other error is a bug: 500, logged)
 
     return await service.run(guarded, receive)
 

@@ -21,9 +21,11 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from rag import pipeline
+from rag.images import ImageError
 from rag.service.limits import RequestGuard
 from rag.service.routes import router
 from rag.service.runner import ApiError, Service, Settings
+from rag.types import InputError
 
 WEB = Path(__file__).parent / "web"
 
@@ -63,9 +65,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
 
 def _answer_errors_as_json(app: FastAPI, settings: Settings) -> None:
+    """Every error as {"error", "status"}: the statuses chosen in the service (ApiError), a
+    request the user got wrong, in a dependency or on the worker (InputError: 422; an image
+    that cannot be decoded, ImageError: 400), fields FastAPI refuses, and HTTP errors. Any
+    other exception is a bug: 500, logged with its traceback."""
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, err: ApiError):
         return JSONResponse({"error": err.message, "status": err.status}, err.status, err.headers)
+
+    @app.exception_handler(InputError)
+    async def _user_error(_: Request, err: InputError):
+        return JSONResponse({"error": str(err), "status": 422}, 422)
+
+    @app.exception_handler(ImageError)
+    async def _bad_image(_: Request, err: ImageError):
+        return JSONResponse({"error": str(err), "status": 400}, 400)
 
     @app.exception_handler(RequestValidationError)
     async def _bad_field(_: Request, err: RequestValidationError):
