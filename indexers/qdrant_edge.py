@@ -52,7 +52,6 @@ PARAMS_FILE = "edge.json"
 LOCK_FILE = ".lock"
 UPSERT_BATCH = 4096
 TUNE_QUERIES = 400  # tuning queries at save(), half near and half far (_tuning_queries)
-TUNE_K = TUNING_K
 EF_CHOICES = (16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512)
 
 
@@ -195,7 +194,7 @@ class EdgeEngine:
             return [shard.query(requests[0])]
         return shard.query_batch(edge.QueryBatchRequest(requests))
 
-    def search_params(self, kind: str, allowed: int | None = None, k: int = TUNE_K):
+    def search_params(self, kind: str, allowed: int | None = None, k: int = TUNING_K):
         """The SearchParams for a top-k search of this kind, with `allowed` ids in the filter
         (None: no filter).
 
@@ -211,7 +210,7 @@ class EdgeEngine:
         if chosen.get("search") != "hnsw" or small_filter:
             return edge.SearchParams(exact=True)
         ef = self.options.hnsw_ef or int(chosen["hnsw_ef"])
-        ef = max(ef, math.ceil(ef * k / TUNE_K))
+        ef = max(ef, math.ceil(ef * k / TUNING_K))
         if allowed is None:
             return edge.SearchParams(hnsw_ef=ef)
         return edge.SearchParams(hnsw_ef=ef, acorn=edge.AcornSearchParams(
@@ -253,11 +252,11 @@ class EdgeEngine:
             query_sets = _tuning_queries(shard)
 
         def scores(queries: np.ndarray, params) -> np.ndarray:
-            """(S, TUNE_K) scores, best first, -inf where fewer were found."""
-            requests = [edge.QueryRequest(limit=TUNE_K, query=edge.Query.Nearest(q),
+            """(S, TUNING_K) scores, best first, -inf where fewer were found."""
+            requests = [edge.QueryRequest(limit=TUNING_K, query=edge.Query.Nearest(q),
                                           params=params) for q in queries]
             found = shard.query_batch(edge.QueryBatchRequest(requests))
-            table = np.full((len(queries), TUNE_K), -np.inf)
+            table = np.full((len(queries), TUNING_K), -np.inf)
             for row, hits in enumerate(found):
                 table[row, :len(hits)] = [hit.score for hit in hits]
             return table

@@ -31,8 +31,7 @@ from rag.encoders.towers import (TAIL_PREFIX, TAIL_STAGES, ProjectionHeads, Towe
                                  split_heads_state)
 from rag.images import ImageError, load_image
 from rag.training.plots import plot_curves
-from rag.types import InputError
-from rag.types import Record
+from rag.types import InputError, Record
 
 log = logging.getLogger(__name__)
 
@@ -122,9 +121,9 @@ def collect_text_pairs(corpus_dirs: Sequence[Path], cfg: TrainConfig) -> list[Te
         for rec in records:
             if rec.kind == "report" and rec.study and rec.lang in ("zh", "en") and rec.text.strip():
                 by_study[(rec.source, rec.study)].setdefault(rec.lang, rec)
-        for (source, study), langs in by_study.items():
+        for (source, _), langs in by_study.items():
             if "zh" in langs and "en" in langs:
-                group = f"{source}:{langs['zh'].meta.get('split_group') or study}"
+                group = group_of(langs["zh"])
                 pairs.append(TextPair(langs["zh"].text, langs["en"].text, group, source,
                                       split_of(group, cfg.val_fraction, cfg.test_fraction)))
     return pairs
