@@ -58,11 +58,13 @@ class RequestGuard:
             await send(message)
 
         try:
-            refusal = self.refusal(scope, Headers(scope=scope))
+            headers = Headers(scope=scope)
+            limit = self.body_limit(headers)
+            refusal = self.refusal(scope, headers, limit)
             if refusal is not None:
                 await refusal(scope, receive, send_logged)
             else:
-                await self.app(scope, self.counted(receive, self.body_limit(scope)), send_logged)
+                await self.app(scope, self.counted(receive, limit), send_logged)
         finally:
             # method, route and status only: never form values, uploads, record ids or texts
             path = scope["path"]
@@ -70,15 +72,15 @@ class RequestGuard:
             log.info("%s %s -> %d in %.0f ms", scope["method"], route, status,
                      (time.perf_counter() - started) * 1000)
 
-    def body_limit(self, scope: Scope) -> int:
+    def body_limit(self, headers: Headers) -> int:
         """An upload's form may carry max_upload_bytes; any other body only form fields."""
-        content_type = Headers(scope=scope).get("content-type", "")
-        if content_type.startswith("multipart/form-data"):
+        if headers.get("content-type", "").startswith("multipart/form-data"):
             return self.max_upload_bytes + FORM_OVERHEAD
         return FORM_OVERHEAD
 
-    def refusal(self, scope: Scope, headers: Headers) -> JSONResponse | None:
-        """The answer to a request that must not get further, decided from its headers."""
+    def refusal(self, scope: Scope, headers: Headers, limit: int) -> JSONResponse | None:
+        """The answer to a request that must not get further, decided from its headers
+        (`limit`: body_limit's)."""
         if scope["path"].startswith("/v1/"):
             if self.api_key is not None and not hmac.compare_digest(
                     headers.get("x-api-key", "").encode(), self.api_key.encode()):
@@ -86,7 +88,6 @@ class RequestGuard:
             if self.worker.full():
                 busy = self.worker.busy_error()
                 return _refuse(503, busy.message, busy.headers)
-        limit = self.body_limit(scope)
         declared = headers.get("content-length", "")
         if declared.isdigit() and int(declared) > limit:
             return _refuse(413, f"the request is larger than {limit:,} bytes")
