@@ -2,7 +2,6 @@
 refused at once with 503 + Retry-After, /healthz answers while the worker is stuck, texts
 past the limits are refused before any work, a crashed language model is one 503, and a
 rebuilt index is picked up without a restart. The worker is held by an Event, never a sleep."""
-import shutil
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -11,6 +10,7 @@ from fastapi.testclient import TestClient
 
 from generator.base import GeneratorCrashed
 from rag import pipeline
+from rag.building import copy_index_folder
 from rag.service.app import Settings, create_app
 from tests.fixtures.held_worker import TEXT, Held
 
@@ -112,7 +112,7 @@ def test_a_crashed_language_model_is_one_503_and_the_next_request_works(index_di
 
 def test_a_rebuilt_index_is_picked_up_without_a_restart(index_dir, tmp_path):
     live = tmp_path / "index"
-    shutil.copytree(index_dir, live)
+    copy_index_folder(index_dir, live)
     with TestClient(create_app(Settings(index=live))) as client:
         before = client.get("/readyz").json()
         assert before["counts"]["report"] and before["reloads"] == 0
@@ -126,7 +126,7 @@ def test_a_rebuilt_index_is_picked_up_without_a_restart(index_dir, tmp_path):
 
 def test_a_search_after_a_rebuild_reloads_before_it_runs(index_dir, tmp_path):
     live = tmp_path / "index"
-    shutil.copytree(index_dir, live)
+    copy_index_folder(index_dir, live)
     with TestClient(create_app(Settings(index=live))) as client:
         pipeline.delete(live, filters={"lang": "en"})
         hits = client.post("/v1/search", data={"text": "effusion", "k": "5"}).json()["hits"]
@@ -135,7 +135,7 @@ def test_a_search_after_a_rebuild_reloads_before_it_runs(index_dir, tmp_path):
 
 def test_admin_reload_needs_the_key_and_keeps_serving_when_the_index_breaks(index_dir, tmp_path):
     live = tmp_path / "index"
-    shutil.copytree(index_dir, live)
+    copy_index_folder(index_dir, live)
     key = {"X-API-Key": "s3cret"}
     with TestClient(create_app(Settings(index=live, api_key="s3cret"))) as client:
         assert client.post("/v1/admin/reload").status_code == 401
@@ -152,7 +152,7 @@ def test_an_index_built_after_start_is_served(index_dir, tmp_path):
     live = tmp_path / "index"
     with TestClient(create_app(Settings(index=live))) as client:
         assert client.get("/readyz").status_code == 503
-        shutil.copytree(index_dir, live)
+        copy_index_folder(index_dir, live)
         assert client.get("/readyz").status_code == 200
         assert client.post("/v1/search", data=TEXT).status_code == 200
 

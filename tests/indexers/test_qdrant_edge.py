@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 import time
 
 import numpy as np
@@ -17,6 +16,7 @@ import pytest
 
 from indexers import qdrant_edge, qdrant_index
 from indexers.base import VectorIndexError, open_index
+from rag.building import copy_index_folder
 from indexers.qdrant_index import QdrantOptions, collection_settings, public_url, server_prefix
 from tests.fixtures.vectors import DIM, assert_top_k, clustered, fill, make_corpus, make_queries
 
@@ -98,7 +98,7 @@ def built(tmp_path_factory):
 def copy(built, tmp_path):
     """open() gives an index on this test's own copy of the built folder; closed at the end."""
     target = tmp_path / "copied"
-    shutil.copytree(built["folder"], target)
+    copy_index_folder(built["folder"], target)
     opened = []
 
     def open_(**options):

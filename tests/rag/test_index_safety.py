@@ -3,6 +3,7 @@ index missing a piece is refused, and the small messages say what to do (issue 1
 
 Failures are injected (a held lock, an os.replace that fails or kills its process), never
 timed with sleeps."""
+import filecmp
 import os
 import shutil
 import signal
@@ -16,9 +17,9 @@ from typer.testing import CliRunner
 
 from cli import app
 from rag import manifest
-from rag import pipeline
+from rag import building, pipeline
 from indexers.base import needed_files
-from rag.building import build_index
+from rag.building import build_index, copy_index_folder
 from rag.encoders.base import create_encoder
 from rag.manifest import IndexBusy, IndexLock, ManifestError, read_manifest, swap_paths
 from tests.fixtures.tiny_corpus import make_corpus
@@ -39,7 +40,7 @@ def built(tmp_path_factory):
 @pytest.fixture
 def index(built, tmp_path):
     corpus, source = built
-    shutil.copytree(source, tmp_path / "index")
+    copy_index_folder(source, tmp_path / "index")
     return corpus, tmp_path / "index"
 
 
@@ -49,6 +50,27 @@ def manifest_bytes(index_dir: Path) -> bytes:
 
 def total(index_dir: Path) -> int:
     return sum(sum(d.values()) for d in read_manifest(index_dir)["counts"].values())
+
+
+def disk_blocks(folder: Path) -> int:
+    return sum(f.stat().st_blocks for f in folder.rglob("*") if f.is_file())
+
+
+@pytest.mark.parametrize("with_cp", [True, False], ids=["cp", "python"])
+def test_an_index_copy_is_whole_and_stays_sparse(built, tmp_path, monkeypatch, with_cp):
+    """Qdrant's shard files are mostly holes: a copy that wrote every zero took ~20x the disk
+    (133 MB per copy of a 7 MB index) and filled CI's disk."""
+    _, source = built
+    if not with_cp:
+        monkeypatch.setattr(building.shutil, "which", lambda name: None)
+    copy_index_folder(source, tmp_path / "copy")
+    files = sorted(f.relative_to(source) for f in source.rglob("*") if f.is_file())
+    assert files == sorted(f.relative_to(tmp_path / "copy")
+                           for f in (tmp_path / "copy").rglob("*") if f.is_file())
+    assert all(filecmp.cmp(source / f, tmp_path / "copy" / f, shallow=False) for f in files)
+    assert disk_blocks(tmp_path / "copy") <= 1.2 * disk_blocks(source) + 64
+    with pipeline.open_index(tmp_path / "copy", backend="qdrant") as session:
+        assert session.search(text="pleural effusion", k=3)
 
 
 # -- 7. one writer at a time -------------------------------------------------------------------
