@@ -90,3 +90,14 @@ def test_imports_follow_the_layers():
 
 def test_every_module_has_a_layer():
     assert [m for m in MODULES if _place(m) is None] == []
+
+
+def test_rag_keeps_its_foundation_and_wiring_at_the_top_and_one_cjk_pattern():
+    """Issue 19's bar: at most 8 top-level modules in rag/ (the rest lives in named layers),
+    and the CJK character ranges spelled out in one module (rag/text/words.py)."""
+    top = sorted(p.stem for p in (ROOT / "rag").glob("*.py") if p.name != "__init__.py")
+    assert len(top) <= 8, top
+    spelled = sorted(str(path.relative_to(ROOT)) for path in MODULES.values()
+                     if any(r in path.read_text(encoding="utf-8")
+                            for r in ("\\u4e00", "\u4e00-", "\\u3400", "\\u9fff")))
+    assert spelled == ["rag/text/words.py"]
