@@ -12,7 +12,6 @@ import json
 import logging
 import os
 import shutil
-import subprocess
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -182,16 +181,8 @@ def _public(options: dict[str, dict]) -> dict[str, dict]:
 
 def copy_index_folder(source: Path, target: Path) -> None:
     """Copy an index folder (for an update, or a test's own copy). Qdrant's shard files are
-    large and mostly holes: the copy keeps them sparse (a plain copy writes every zero, ~20x
+    large and mostly holes: each file's holes stay holes (a plain copy writes every zero, ~20x
     the disk)."""
-    cp = shutil.which("cp")
-    if cp and os.name == "posix":
-        done = subprocess.run([cp, "-a", "--sparse=always", str(source), str(target)],
-                              capture_output=True, text=True)
-        if done.returncode == 0:
-            return
-        log.warning("cp --sparse failed (%s); copying with Python", done.stderr.strip())
-        shutil.rmtree(target, ignore_errors=True)
     shutil.copytree(source, target, copy_function=_copy_sparse)
 
 
