@@ -36,7 +36,7 @@ def tree(repo: Path) -> None:
     functions = []
     for path in files:
         text = path.read_text(encoding="utf-8")
-        count = counts.setdefault(_package(path.relative_to(repo).parts), [0, 0])
+        count = counts.setdefault(_place(repo, str(path))[1], [0, 0])
         count[0] += 1
         count[1] += len(text.splitlines())
         for node in ast.walk(ast.parse(text)):
@@ -55,14 +55,6 @@ def tree(repo: Path) -> None:
           "over 60 lines):")
     for lines, name in sorted(functions, reverse=True)[:8]:
         print(f"  {lines:4} {name}")
-
-
-def _package(parts: tuple[str, ...]) -> str:
-    if len(parts) == 1:
-        return parts[0]
-    if parts[0] in ("rag", "generator") and len(parts) > 2:
-        return f"{parts[0]}/{parts[1]}"
-    return parts[0] + (" (top)" if parts[0] == "rag" else "")
 
 
 def trace(index: Path, image: Path, repo: Path) -> None:
